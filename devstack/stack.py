@@ -1,0 +1,115 @@
+"""The whole stack as one context manager: servers, worker pools and Flower.
+
+MongoDB and Redis are started here unless ``MONGO_URL`` or
+``CELERY_BROKER_URL`` point at servers of their own, which are then used.
+Leaving the ``with`` block, by any exit including Ctrl-C and SIGTERM, stops
+every process this stack started, by PID, in reverse order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from config import Settings
+from devstack.servers import CeleryWorker, Flower, MongoServer, RedisServer
+from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What to start, and how big."""
+
+    assignment_concurrency: int = 2
+    assignment_pool: str = "prefork"
+    batch_concurrency: int = 1
+    flower: bool = True
+    flower_port: int | None = None
+    workers: bool = True
+
+
+class Stack:
+    """Start what is needed, hand out settings and an app, stop it all on exit."""
+
+    def __init__(self, options: StackOptions | None = None, environ: dict[str, str] | None = None) -> None:
+        self.options = options or StackOptions()
+        self.environ = dict(os.environ if environ is None else environ)
+        self.workdir = Path(tempfile.mkdtemp(prefix="callqueue-stack-"))
+        self.started: list[Any] = []
+        self.mongo: MongoServer | None = None
+        self.redis: RedisServer | None = None
+        self.workers: list[CeleryWorker] = []
+        self.flower: Flower | None = None
+        self.env: dict[str, str] = {}
+        self._previous_sigterm: Any = None
+
+    def __enter__(self) -> "Stack":
+        self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.env = self._server_env()
+        self.settings = Settings.from_env(self.env)
+        self.app: CallqueueCelery = create_app(self.settings, include_tasks=False)
+        if self.options.workers:
+            self._start_workers()
+        if self.options.flower:
+            self.flower = self._launch(Flower(self.workdir, self.env, self.options.flower_port))
+
+    def _server_env(self) -> dict[str, str]:
+        env = dict(self.environ)
+        if not env.get("MONGO_URL"):
+            self.mongo = self._launch(MongoServer(self.workdir))
+            env["MONGO_URL"] = self.mongo.url
+        if not env.get("CELERY_BROKER_URL"):
+            self.redis = self._launch(RedisServer(self.workdir))
+            env["CELERY_BROKER_URL"] = self.redis.url(0)
+            env["CELERY_RESULT_BACKEND"] = self.redis.url(1)
+        env.setdefault("CELERY_RESULT_BACKEND", env["CELERY_BROKER_URL"])
+        return env
+
+    def _start_workers(self) -> None:
+        pools = [
+            CeleryWorker(self.workdir, self.env, ASSIGNMENTS_QUEUE, self.options.assignment_concurrency,
+                         self.options.assignment_pool),
+            CeleryWorker(self.workdir, self.env, BATCH_QUEUE, self.options.batch_concurrency),
+        ]
+        for worker in pools:
+            self.workers.append(self._launch(worker))
+        for worker in pools:
+            worker.wait_ready(self.app)
+
+    def _launch(self, component: Any) -> Any:
+        """Start ``component``, tracked first so that a failed start is still cleaned up."""
+        self.started.append(component)
+        component.start()
+        return component
+
+    def stop(self) -> None:
+        """Stop everything this stack started, newest first, and remove its files."""
+        while self.started:
+            self.started.pop().stop()
+        if getattr(self, "app", None) is not None:
+            self.app.close()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -1,0 +1,1 @@
+"""callqueue producers: the client library and command line other services use."""

@@ -1,0 +1,144 @@
+"""``AssignmentClient``: call the callqueue tasks by name and get typed answers.
+
+Each method sends one task with ``send_task`` (JSON only), waits for its
+result with a timeout, and either returns a typed result or raises: a
+``Rejected`` subclass when the request was refused, ``TaskFailed`` when the
+task failed after its retries, ``RequestTimedOut`` when no answer came.
+
+Every request is safe to send again, and the client does so after a timeout
+or a broken connection: "Get Next" reuses the same ``request_id``, so a
+retried press never claims a second student. Each message also expires after
+the client's timeout, so a message delivered after the caller gave up is
+discarded instead of claiming a student nobody will call.
+
+A client holds its own Celery app and connections: give each thread its own
+client (they are cheap) rather than sharing one across threads.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Iterable, Mapping
+
+import redis.exceptions
+from celery import states
+from celery.exceptions import TimeoutError as CeleryTimeout
+from kombu.exceptions import OperationalError
+
+from config import Settings, load_settings
+from producers.results import Assigned, ImportResult, Stats, StudentUpdate
+from workers.app import CallqueueCelery, create_app
+from workers.exceptions import (
+    BrokerUnavailable, RequestTimedOut, TaskFailed, rejection_from_error,
+)
+
+CONNECTION_ERRORS = (OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                     ConnectionError, OSError)
+PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
+
+
+class AssignmentClient:
+    """Client for the callqueue tasks (one per thread)."""
+
+    def __init__(self, settings: Settings | None = None, timeout_seconds: float | None = None,
+                 retries: int | None = None, app: CallqueueCelery | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.app = app or create_app(self.settings, include_tasks=False)
+        self.timeout_seconds = timeout_seconds or self.settings.client_timeout_seconds
+        self.retries = self.settings.client_retries if retries is None else retries
+
+    def __enter__(self) -> "AssignmentClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release this client's broker and backend connections."""
+        self.app.close()
+
+    # -- the task contract ------------------------------------------------
+
+    def assign_next(self, call_session_id: str, assistant_id: str,
+                    request_id: str | None = None) -> Assigned | None:
+        """The next student for the assistant, or None when the session is exhausted."""
+        request_id = request_id or new_request_id()
+        result = self.call("callqueue.assign_next_student", call_session_id=call_session_id,
+                           assistant_id=assistant_id, request_id=request_id)
+        return None if result["status"] == "exhausted" else Assigned.from_result(result, request_id)
+
+    def complete(self, call_session_id: str, student_id: str, assistant_id: str, outcome: str,
+                 assignment_token: int) -> StudentUpdate:
+        """Record the outcome of the call with this student."""
+        return StudentUpdate.from_result(self.call(
+            "callqueue.complete_student", call_session_id=call_session_id, student_id=student_id,
+            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token))
+
+    def release(self, call_session_id: str, student_id: str, assistant_id: str,
+                assignment_token: int) -> StudentUpdate:
+        """Give the student back to the pool."""
+        return StudentUpdate.from_result(self.call(
+            "callqueue.release_student", call_session_id=call_session_id, student_id=student_id,
+            assistant_id=assistant_id, assignment_token=assignment_token))
+
+    def stats(self, call_session_id: str) -> Stats:
+        """Pending, assigned and completed counts for the session."""
+        return Stats.from_result(self.call("callqueue.session_stats", call_session_id=call_session_id))
+
+    def import_students(self, call_session_id: str, students: Iterable[Mapping[str, Any]],
+                        session_name: str | None = None) -> ImportResult:
+        """Add students to the session (creating it); importing the same rows again adds nothing."""
+        return ImportResult.from_result(self.call(
+            "callqueue.import_students", call_session_id=call_session_id,
+            students=[dict(row) for row in students], session_name=session_name))
+
+    # -- transport --------------------------------------------------------
+
+    def call(self, task_name: str, **kwargs: Any) -> dict[str, Any]:
+        """Send ``task_name`` and return its result, resending the same request on timeout.
+
+        Raises the typed rejection for a ``rejected`` result.
+        """
+        result = self._call_with_retries(task_name, kwargs)
+        if result.get("status") == "rejected":
+            raise rejection_from_error(result.get("error") or {})
+        return result
+
+    def _call_with_retries(self, task_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        last_error: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                answer = self._call_once(task_name, kwargs)
+            except CONNECTION_ERRORS as exc:
+                last_error = exc
+                time.sleep(min(0.5 * 2 ** attempt, 5.0))
+                continue
+            if answer is not None:
+                return answer
+        if last_error is not None:
+            raise BrokerUnavailable(f"{task_name}: Redis unreachable ({type(last_error).__name__})") \
+                from last_error
+        raise RequestTimedOut(f"{task_name}: no answer after {self.retries + 1} attempts "
+                              f"of {self.timeout_seconds:g}s")
+
+    def _call_once(self, task_name: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """One send and wait; None when it timed out or the message expired unrun."""
+        message = self.app.send_task(task_name, kwargs=kwargs, expires=self.timeout_seconds,
+                                     retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+        try:
+            result = message.get(timeout=self.timeout_seconds, propagate=False, interval=0.05)
+        except CeleryTimeout:
+            return None
+        finally:
+            message.backend.remove_pending_result(message)
+        if message.state == states.REVOKED:
+            return None
+        if message.state == states.FAILURE:
+            raise TaskFailed(f"{task_name} failed: {type(result).__name__}: {result}")
+        return result
+
+
+def new_request_id() -> str:
+    """A fresh id for one "Get Next" press."""
+    return uuid.uuid4().hex

@@ -1,0 +1,117 @@
+"""Real servers for the whole test session: mongod, redis-server and Celery workers.
+
+They start once (lazily, only for tests that ask for them) on free loopback
+ports and are stopped by PID at the end, also when the run fails or is
+interrupted. Tests isolate themselves by a fresh call session id, or a fresh
+database for engine tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from config import Settings
+from devstack.servers import MongoServer, RedisServer
+from devstack.stack import Stack, StackOptions
+from producers.client import AssignmentClient
+from workers.assignments import AssignmentStore, ensure_indexes
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    server = MongoServer(tmp_path_factory.mktemp("mongo"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server_env(mongo_server: MongoServer, redis_server: RedisServer) -> dict[str, str]:
+    """Environment pointing every component at the test servers."""
+    return {
+        **os.environ,
+        "MONGO_URL": mongo_server.url,
+        "MONGO_DB": "callqueue_test",
+        "CELERY_BROKER_URL": redis_server.url(0),
+        "CELERY_RESULT_BACKEND": redis_server.url(1),
+        "CALLQUEUE_TASK_MAX_RETRIES": "2",
+        "CALLQUEUE_TASK_RETRY_BACKOFF_MAX_SECONDS": "1",
+        "CALLQUEUE_MONGO_SERVER_SELECTION_TIMEOUT_SECONDS": "2",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(server_env: dict[str, str]) -> Settings:
+    return Settings.from_env(server_env)
+
+
+@pytest.fixture(scope="session")
+def stack(server_env: dict[str, str]) -> Iterator[Stack]:
+    """Worker pools (assignments: two prefork children; batch: one) on the test servers."""
+    with Stack(StackOptions(assignment_concurrency=2, flower=False), environ=server_env) as running:
+        yield running
+
+
+@pytest.fixture()
+def client(stack: Stack, settings: Settings) -> Iterator[AssignmentClient]:
+    with AssignmentClient(settings, timeout_seconds=15) as assignment_client:
+        yield assignment_client
+
+
+@pytest.fixture()
+def session_id() -> str:
+    return f"session-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_server: MongoServer) -> Iterator[MongoClient]:
+    with MongoClient(mongo_server.url, tz_aware=True) as mongo:
+        yield mongo
+
+
+@pytest.fixture()
+def app_database(mongo_client: MongoClient, settings: Settings) -> Database:
+    """The database the workers use (shared; tests isolate by session id)."""
+    return mongo_client[settings.mongo_db]
+
+
+@pytest.fixture()
+def engine_database(mongo_client: MongoClient) -> Iterator[Database]:
+    """A fresh database of its own for one engine test, dropped afterwards."""
+    name = f"engine_{uuid.uuid4().hex[:12]}"
+    database = mongo_client[name]
+    ensure_indexes(database)
+    try:
+        yield database
+    finally:
+        mongo_client.drop_database(name)
+
+
+@pytest.fixture()
+def store(engine_database: Database) -> AssignmentStore:
+    return AssignmentStore(engine_database)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

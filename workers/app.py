@@ -1,0 +1,71 @@
+"""The Celery application: ``workers.app:app``.
+
+Configured for this job: JSON only on the wire (pickle is never accepted),
+results in Redis with an expiry, task events on so Flower sees every task,
+and two queues: ``assignments`` for the "Get Next Student" path and ``batch``
+for imports and bulk jobs, so bulk work never waits in front of a claim.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from config import Settings, load_settings
+
+ASSIGNMENTS_QUEUE = "assignments"
+BATCH_QUEUE = "batch"
+BATCH_TASKS = ("callqueue.import_students",)
+
+
+class CallqueueCelery(Celery):
+    """A Celery app that carries the callqueue settings it was built from."""
+
+    settings: Settings
+
+
+def create_app(settings: Settings | None = None, include_tasks: bool = True) -> CallqueueCelery:
+    """Build a configured app; producers use one without the task modules."""
+    settings = settings or load_settings()
+    app = CallqueueCelery(
+        "callqueue",
+        broker=settings.broker_url,
+        backend=settings.result_backend,
+        include=["workers.tasks"] if include_tasks else [],
+        set_as_current=include_tasks,
+    )
+    app.settings = settings
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings derived from ours (kept in one place for the docs and tests)."""
+    return {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_queues": [Queue(ASSIGNMENTS_QUEUE), Queue(BATCH_QUEUE)],
+        "task_default_queue": ASSIGNMENTS_QUEUE,
+        "task_routes": {name: {"queue": BATCH_QUEUE} for name in BATCH_TASKS},
+        "task_create_missing_queues": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": False,
+        "result_expires": settings.result_expires_seconds,
+        "result_extended": True,
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds},
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        "worker_hijack_root_logger": True,
+        "worker_redirect_stdouts": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+app = create_app()

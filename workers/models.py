@@ -1,0 +1,173 @@
+"""What the data-access layer hands back: frozen dataclasses built from documents.
+
+These are the only shapes that leave ``workers.assignments``; tasks turn them
+into JSON results with ``to_result()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Mapping
+
+PENDING = ""
+
+
+@dataclass(frozen=True)
+class CallSession:
+    """One call session (a document of ``call_sessions``)."""
+
+    id: str
+    name: str
+    status: str
+    created_at: datetime | None
+    lease_seconds: int | None = None
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
+        return cls(
+            id=document["_id"],
+            name=document.get("name") or document["_id"],
+            status=document.get("status", "open"),
+            created_at=document.get("created_at"),
+            lease_seconds=document.get("lease_seconds"),
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A student held by an assistant, as returned by a claim."""
+
+    student_id: str
+    call_session_id: str
+    student: dict[str, Any]
+    assigned_to: str
+    assignment_token: int
+    assigned_at: datetime | None
+    already_held: bool = False
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any], already_held: bool = False) -> "Assignment":
+        return cls(
+            student_id=document["_id"],
+            call_session_id=document["call_session_id"],
+            student=dict(document.get("student") or {}),
+            assigned_to=document["assigned_to"],
+            assignment_token=int(document["assignment_token"]),
+            assigned_at=document.get("assigned_at"),
+            already_held=already_held,
+        )
+
+    def held_again(self) -> "Assignment":
+        """The same assignment, flagged as one the assistant already had."""
+        return replace(self, already_held=True)
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "status": "assigned",
+            "call_session_id": self.call_session_id,
+            "student_id": self.student_id,
+            "student": self.student,
+            "assigned_to": self.assigned_to,
+            "assignment_token": self.assignment_token,
+            "assigned_at": _iso(self.assigned_at),
+            "already_held": self.already_held,
+        }
+
+
+@dataclass(frozen=True)
+class StudentState:
+    """Where one student stands after a completion or a release."""
+
+    student_id: str
+    call_session_id: str
+    filter_status: str
+    assigned_to: str | None
+    assignment_token: int
+    completed_at: datetime | None = None
+    completed_by: str | None = None
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> "StudentState":
+        return cls(
+            student_id=document["_id"],
+            call_session_id=document["call_session_id"],
+            filter_status=document.get("filter_status", PENDING),
+            assigned_to=document.get("assigned_to"),
+            assignment_token=int(document.get("assignment_token") or 0),
+            completed_at=document.get("completed_at"),
+            completed_by=document.get("completed_by"),
+        )
+
+    def to_result(self, status: str, **extra: Any) -> dict[str, Any]:
+        result = {
+            "status": status,
+            "call_session_id": self.call_session_id,
+            "student_id": self.student_id,
+            "assignment_token": self.assignment_token,
+        }
+        if self.filter_status != PENDING:
+            result["outcome"] = self.filter_status
+            result["completed_at"] = _iso(self.completed_at)
+            result["completed_by"] = self.completed_by
+        result.update(extra)
+        return result
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """Counts from one ``import_students`` call."""
+
+    call_session_id: str
+    session_created: bool
+    received: int
+    inserted: int
+    duplicates: int
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "status": "imported",
+            "call_session_id": self.call_session_id,
+            "session_created": self.session_created,
+            "received": self.received,
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+        }
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """Counts for one call session."""
+
+    call_session_id: str
+    status: str
+    pending: int
+    assigned: int
+    completed: dict[str, int] = field(default_factory=dict)
+    holders: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.assigned + sum(self.completed.values())
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "call_session_id": self.call_session_id,
+            "session_status": self.status,
+            "total": self.total,
+            "pending": self.pending,
+            "assigned": self.assigned,
+            "completed": sum(self.completed.values()),
+            "completed_by_outcome": dict(self.completed),
+            "assistants_holding": len(self.holders),
+            "holders": list(self.holders),
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

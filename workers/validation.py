@@ -1,0 +1,115 @@
+"""Checks on task arguments, run before anything touches MongoDB.
+
+Every value that reaches a query is a plain, bounded string or integer, so a
+caller can never smuggle a MongoDB operator (``{"$ne": null}``) into a filter.
+Each check raises a ``Rejected`` subclass that names the argument.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from workers.exceptions import InvalidArgument, TooLarge
+
+MAX_NESTING_DEPTH = 8
+
+
+def require_id(name: str, value: Any, max_length: int) -> str:
+    """Return ``value`` if it is a usable id: a non-empty, bounded, plain string.
+
+    Ids may contain any printable character except that they must not start
+    with ``$`` (so they can never read as an operator or field path).
+    """
+    text = require_text(name, value, max_length)
+    if text.startswith("$"):
+        raise InvalidArgument(f"{name} must not start with '$'", argument=name)
+    return text
+
+
+def require_text(name: str, value: Any, max_length: int) -> str:
+    """Return ``value`` if it is a non-empty string without control characters."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string, got {_type_name(value)}", argument=name)
+    if len(value) > max_length:
+        raise TooLarge(f"{name} is longer than {max_length} characters", argument=name)
+    if not value.strip():
+        raise InvalidArgument(f"{name} must not be empty", argument=name)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidArgument(f"{name} must not contain control characters", argument=name)
+    return value
+
+
+def optional_id(name: str, value: Any, max_length: int) -> str | None:
+    """Like ``require_id`` but ``None`` passes through."""
+    return None if value is None else require_id(name, value, max_length)
+
+
+def require_token(name: str, value: Any) -> int:
+    """Return ``value`` if it is a positive integer (booleans are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{name} must be an integer, got {_type_name(value)}", argument=name)
+    if not 1 <= value < 2**62:
+        raise InvalidArgument(f"{name} must be a positive integer", argument=name)
+    return value
+
+
+def require_int(name: str, value: Any, low: int = -(2**31), high: int = 2**31 - 1) -> int:
+    """Return ``value`` if it is an integer within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{name} must be an integer, got {_type_name(value)}", argument=name)
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be between {low} and {high}", argument=name)
+    return value
+
+
+def require_document(name: str, value: Any, max_bytes: int) -> dict[str, Any]:
+    """Return ``value`` if it is a JSON object safe to store as a MongoDB sub-document.
+
+    Keys must be non-empty strings without a leading ``$``, a ``.`` or a NUL;
+    nesting is limited to ``MAX_NESTING_DEPTH`` levels; the compact JSON form
+    must fit in ``max_bytes``.
+    """
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{name} must be an object, got {_type_name(value)}", argument=name)
+    _check_keys(name, value, depth=1)
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise TooLarge(f"{name} is {size} bytes, more than {max_bytes}", argument=name)
+    return value
+
+
+def require_list(name: str, value: Any, max_items: int) -> list[Any]:
+    """Return ``value`` if it is a non-empty list of at most ``max_items`` items."""
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{name} must be a list, got {_type_name(value)}", argument=name)
+    if len(value) > max_items:
+        raise TooLarge(f"{name} has {len(value)} items, more than {max_items}", argument=name)
+    if not value:
+        raise InvalidArgument(f"{name} must not be empty", argument=name)
+    return value
+
+
+def _check_keys(name: str, value: Any, depth: int) -> None:
+    if depth > MAX_NESTING_DEPTH:
+        raise InvalidArgument(f"{name} is nested deeper than {MAX_NESTING_DEPTH} levels", argument=name)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key or key.startswith("$") or "." in key or "\0" in key:
+                raise InvalidArgument(
+                    f"{name} has an unusable key {key!r} (no leading '$', no '.', not empty)",
+                    argument=name,
+                )
+            _check_keys(name, item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_keys(name, item, depth + 1)
+    elif not (value is None or isinstance(value, (str, int, float, bool))):
+        raise InvalidArgument(f"{name} holds a {_type_name(value)}, which is not JSON", argument=name)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        raise InvalidArgument(f"{name} holds an integer too large for MongoDB", argument=name)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            int: "integer", float: "number", type(None): "null"}.get(type(value), type(value).__name__)

@@ -1,0 +1,100 @@
+"""Checking a call session for double hand-outs and lost students, from its history.
+
+Used by the demo, the tests and the benchmark: it reads every student of a
+session and replays their ``history`` to prove the promise held.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from pymongo.database import Database
+
+from workers.assignments import STUDENTS
+from workers.models import PENDING
+
+CLOSING_EVENTS = ("completed", "released", "reclaimed")
+
+
+@dataclass(frozen=True)
+class Handout:
+    """One answer a caller received: this student, to this assistant, under this token."""
+
+    student_id: str
+    assistant_id: str
+    assignment_token: int
+
+
+@dataclass
+class AuditReport:
+    """What the session's documents and the callers' answers show."""
+
+    students: int = 0
+    completed: int = 0
+    pending: int = 0
+    held: int = 0
+    claims: int = 0
+    double_handouts: list[str] = field(default_factory=list)
+    completed_twice: list[str] = field(default_factory=list)
+    assistants_holding_two: list[str] = field(default_factory=list)
+    answers_not_in_history: list[Handout] = field(default_factory=list)
+    tokens_given_twice: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing was doubled and every answer matches the history."""
+        return not (self.double_handouts or self.completed_twice or self.assistants_holding_two
+                    or self.answers_not_in_history or self.tokens_given_twice)
+
+
+def audit_session(database: Database, session_id: str, answers: Iterable[Handout] = ()) -> AuditReport:
+    """Replay each student's history and compare it with the answers callers got."""
+    report = AuditReport()
+    claims: dict[tuple[str, int], str] = {}
+    holders: Counter[str] = Counter()
+    for document in database[STUDENTS].find({"call_session_id": session_id}):
+        _count_state(report, document, holders)
+        _replay_history(report, document, claims)
+    report.assistants_holding_two = sorted(a for a, n in holders.items() if n > 1)
+    _check_answers(report, claims, answers)
+    return report
+
+
+def _count_state(report: AuditReport, document: dict, holders: Counter[str]) -> None:
+    report.students += 1
+    if document.get("filter_status", PENDING) != PENDING:
+        report.completed += 1
+    elif document.get("assigned_to") is None:
+        report.pending += 1
+    else:
+        report.held += 1
+        holders[document["assigned_to"]] += 1
+
+
+def _replay_history(report: AuditReport, document: dict, claims: dict[tuple[str, int], str]) -> None:
+    """A claim while the student is still held, or a second completion, is a defect."""
+    held_by, completions = None, 0
+    for entry in document.get("history", []):
+        if entry["event"] == "claimed":
+            report.claims += 1
+            if held_by is not None:
+                report.double_handouts.append(document["_id"])
+            held_by = entry["assistant_id"]
+            claims[(document["_id"], entry["token"])] = entry["assistant_id"]
+        elif entry["event"] in CLOSING_EVENTS:
+            held_by = None
+            completions += entry["event"] == "completed"
+    if completions > 1:
+        report.completed_twice.append(document["_id"])
+
+
+def _check_answers(report: AuditReport, claims: dict[tuple[str, int], str], answers: Iterable[Handout]) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for answer in answers:
+        key = (answer.student_id, answer.assignment_token)
+        if claims.get(key) != answer.assistant_id:
+            report.answers_not_in_history.append(answer)
+        if seen.setdefault(key, answer.assistant_id) != answer.assistant_id:
+            report.tokens_given_twice.append(key)

@@ -1,0 +1,167 @@
+"""``python -m producers``: import students, get next, complete, release, stats.
+
+Results are printed as JSON on stdout. A rejected request prints the
+structured error and exits 2; an unreachable broker or a failed task exits 3.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from config import load_settings
+from producers.client import AssignmentClient
+from producers.ops import COMMANDS
+from producers.results import Stats
+from producers.studentfile import read_students
+from workers.exceptions import CallqueueError, Rejected
+
+EXIT_REJECTED = 2
+EXIT_UNAVAILABLE = 3
+
+
+@click.group()
+@click.option("--timeout", "timeout_seconds", type=float, default=None,
+              help="Seconds to wait for each answer (default CALLQUEUE_CLIENT_TIMEOUT_SECONDS).")
+@click.pass_context
+def cli(ctx: click.Context, timeout_seconds: float | None) -> None:
+    """Talk to the callqueue workers through the broker."""
+    ctx.obj = {"timeout_seconds": timeout_seconds}
+
+
+def _client(ctx: click.Context) -> AssignmentClient:
+    return AssignmentClient(load_settings(), timeout_seconds=ctx.obj["timeout_seconds"])
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Run ``action``; turn callqueue errors into a JSON error and an exit code."""
+    try:
+        return action()
+    except Rejected as exc:
+        _emit({"status": "rejected", "error": exc.to_error()})
+        sys.exit(EXIT_REJECTED)
+    except CallqueueError as exc:
+        _emit({"status": "error", "error": {"code": type(exc).__name__, "message": str(exc)}})
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+def _emit(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--session", "session_id", required=True, help="Call session id (created if new).")
+@click.option("--name", "session_name", default=None, help="Display name of a new session.")
+@click.option("--chunk-size", type=click.IntRange(1, 10_000), default=500, show_default=True,
+              help="Students per import task.")
+@click.pass_context
+def import_command(ctx: click.Context, path: Path, session_id: str, session_name: str | None,
+                   chunk_size: int) -> None:
+    """Import students from a CSV or JSON file, with a progress bar."""
+    rows = _run(lambda: read_students(path))
+    totals = {"received": 0, "inserted": 0, "duplicates": 0}
+    with _client(ctx) as client, _progress() as progress:
+        bar = progress.add_task(f"importing into {session_id}", total=len(rows))
+        for start in range(0, len(rows), chunk_size):
+            chunk = rows[start:start + chunk_size]
+            result = _run(lambda: client.import_students(session_id, chunk, session_name))
+            for key in totals:
+                totals[key] += getattr(result, key)
+            progress.advance(bar, len(chunk))
+    _emit({"status": "imported", "call_session_id": session_id, **totals})
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True))
+
+
+@cli.command("next")
+@click.option("--session", "session_id", required=True)
+@click.option("--assistant", "assistant_id", required=True)
+@click.option("--request-id", default=None, help="Reuse to retry the same press safely.")
+@click.pass_context
+def next_command(ctx: click.Context, session_id: str, assistant_id: str, request_id: str | None) -> None:
+    """Get the next student for an assistant."""
+    with _client(ctx) as client:
+        assigned = _run(lambda: client.assign_next(session_id, assistant_id, request_id))
+    _emit({"status": "exhausted", "call_session_id": session_id} if assigned is None
+          else {"status": "assigned", **assigned.__dict__})
+
+
+@cli.command("complete")
+@click.option("--session", "session_id", required=True)
+@click.option("--student", "student_id", required=True)
+@click.option("--assistant", "assistant_id", required=True)
+@click.option("--token", "assignment_token", type=int, required=True)
+@click.option("--outcome", required=True, help="What came of the call, e.g. reached, voicemail.")
+@click.pass_context
+def complete_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
+                     assignment_token: int, outcome: str) -> None:
+    """Record the outcome for a student you hold."""
+    with _client(ctx) as client:
+        update = _run(lambda: client.complete(session_id, student_id, assistant_id, outcome, assignment_token))
+    _emit(update.__dict__)
+
+
+@cli.command("release")
+@click.option("--session", "session_id", required=True)
+@click.option("--student", "student_id", required=True)
+@click.option("--assistant", "assistant_id", required=True)
+@click.option("--token", "assignment_token", type=int, required=True)
+@click.pass_context
+def release_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
+                    assignment_token: int) -> None:
+    """Give a student you hold back to the pool."""
+    with _client(ctx) as client:
+        update = _run(lambda: client.release(session_id, student_id, assistant_id, assignment_token))
+    _emit(update.__dict__)
+
+
+@cli.command("stats")
+@click.option("--session", "session_id", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--watch", is_flag=True, help="Refresh the table until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True)
+@click.pass_context
+def stats_command(ctx: click.Context, session_id: str, as_json: bool, watch: bool, interval: float) -> None:
+    """Pending, assigned and completed counts for a session."""
+    with _client(ctx) as client:
+        if not watch:
+            stats = _run(lambda: client.stats(session_id))
+            _emit(stats.__dict__) if as_json else Console().print(stats_table(stats))
+            return
+        with Live(stats_table(_run(lambda: client.stats(session_id))), refresh_per_second=4) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(stats_table(_run(lambda: client.stats(session_id))))
+            except KeyboardInterrupt:
+                pass
+
+
+def stats_table(stats: Stats) -> Table:
+    """A table of one session's counts."""
+    table = Table(title=f"call session {stats.call_session_id} ({stats.session_status})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for label, value in (("total", stats.total), ("pending", stats.pending), ("assigned", stats.assigned),
+                         ("completed", stats.completed), ("assistants holding", len(stats.holders))):
+        table.add_row(label, str(value))
+    for outcome, count in sorted(stats.completed_by_outcome.items()):
+        table.add_row(f"  outcome {outcome}", str(count))
+    return table
+
+
+for _command in COMMANDS:
+    cli.add_command(_command)

@@ -1,0 +1,185 @@
+"""Operations commands for ``python -m producers``: ``health``.
+
+``health`` checks what callqueue depends on: MongoDB (``ping``), the Redis
+broker and result backend (``PING``), and for each queue the Celery workers
+that consume it (``inspect active_queues``, which only live workers answer).
+It prints a table, or JSON with ``--json``, and exits 0 when everything is up
+and 1 otherwise, which is what Docker healthchecks expect.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+import click
+import redis
+import redis.exceptions
+from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+from rich.console import Console
+from rich.table import Table
+
+from config import Settings, load_settings
+from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
+from workers.exceptions import BrokerUnavailable, ConfigurationError, InfrastructureError, StoreUnavailable
+
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+QUEUES = (ASSIGNMENTS_QUEUE, BATCH_QUEUE)
+REDIS_ERRORS = (redis.exceptions.RedisError, OperationalError, ConnectionError, OSError)
+
+COMMANDS: list[click.Command] = []
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of probing one component."""
+
+    component: str
+    ok: bool
+    detail: str
+
+
+def mongo_location(url: str) -> str:
+    """``host:port`` list of a MongoDB URL, without credentials, for messages."""
+    return urlsplit(url).netloc.rsplit("@", 1)[-1] or url.split("://", 1)[0]
+
+
+def ping_mongo(settings: Settings, timeout_seconds: float) -> str:
+    """Ping MongoDB; raise StoreUnavailable when it does not answer."""
+    millis = int(timeout_seconds * 1000)
+    try:
+        with MongoClient(settings.mongo_url, serverSelectionTimeoutMS=millis, connectTimeoutMS=millis,
+                         appname="callqueue-health") as client:
+            client.admin.command("ping")
+    except PyMongoError as exc:
+        raise StoreUnavailable(f"MongoDB at {mongo_location(settings.mongo_url)} did not answer: "
+                               f"{type(exc).__name__}") from exc
+    return f"ping ok ({mongo_location(settings.mongo_url)})"
+
+
+def ping_redis(url: str, role: str, timeout_seconds: float) -> str:
+    """PING the Redis server at ``url``; raise BrokerUnavailable when it does not answer."""
+    location = maybe_sanitize_url(url)
+    try:
+        connection = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
+                                          socket_connect_timeout=timeout_seconds)
+        try:
+            connection.ping()
+        finally:
+            connection.close()
+    except REDIS_ERRORS as exc:
+        raise BrokerUnavailable(f"Redis {role} at {location} did not answer: {type(exc).__name__}") from exc
+    return f"ping ok ({location})"
+
+
+def workers_by_queue(app: CallqueueCelery, timeout_seconds: float) -> dict[str, list[str]]:
+    """Names of the live workers consuming each queue, from ``inspect().active_queues()``."""
+    try:
+        replies = app.control.inspect(timeout=timeout_seconds).active_queues() or {}
+    except REDIS_ERRORS as exc:
+        raise BrokerUnavailable(f"worker inspection failed: {type(exc).__name__}") from exc
+    consumers: dict[str, list[str]] = {}
+    for worker, queues in sorted(replies.items()):
+        for queue in queues or []:
+            consumers.setdefault(str(queue.get("name")), []).append(worker)
+    return consumers
+
+
+def probe(component: str, action: Callable[[], str]) -> Check:
+    """Run one probe; an InfrastructureError becomes a failed check with its message."""
+    try:
+        return Check(component, True, action())
+    except InfrastructureError as exc:
+        return Check(component, False, str(exc))
+
+
+def queue_checks(consumers: dict[str, list[str]], queues: Iterable[str],
+                 required_workers: Iterable[str]) -> list[Check]:
+    """One check per queue (a worker consumes it) and per worker that must answer."""
+    checks = []
+    for queue in queues:
+        names = consumers.get(queue, [])
+        detail = f"{len(names)} worker(s): {', '.join(names)}" if names else "no live worker consumes this queue"
+        checks.append(Check(f"queue {queue}", bool(names), detail))
+    answering = {name for names in consumers.values() for name in names}
+    for worker in required_workers:
+        ok = worker in answering
+        checks.append(Check(f"worker {worker}", ok, "answers inspect" if ok else "did not answer inspect"))
+    return checks
+
+
+def run_checks(settings: Settings, queues: Iterable[str], required_workers: Iterable[str],
+               timeout_seconds: float, check_workers: bool = True) -> list[Check]:
+    """Probe every component; worker checks are skipped while the broker is down."""
+    checks = [
+        probe("mongodb", lambda: ping_mongo(settings, timeout_seconds)),
+        probe("redis broker", lambda: ping_redis(settings.broker_url, "broker", timeout_seconds)),
+        probe("redis result backend",
+              lambda: ping_redis(settings.result_backend, "result backend", timeout_seconds)),
+    ]
+    if not check_workers:
+        return checks
+    if not checks[1].ok:
+        skipped = [*(f"queue {queue}" for queue in queues), *(f"worker {name}" for name in required_workers)]
+        return checks + [Check(name, False, "not checked: the broker is down") for name in skipped]
+    app = create_app(settings, include_tasks=False)
+    try:
+        consumers = workers_by_queue(app, timeout_seconds)
+    except BrokerUnavailable as exc:
+        return checks + [Check("workers", False, str(exc))]
+    finally:
+        app.close()
+    return checks + queue_checks(consumers, queues, required_workers)
+
+
+def render_table(checks: list[Check]) -> Table:
+    """A rich table with one row per check."""
+    healthy = all(check.ok for check in checks)
+    table = Table(title=f"callqueue health: {'healthy' if healthy else 'UNHEALTHY'}")
+    table.add_column("component")
+    table.add_column("status")
+    table.add_column("detail")
+    for check in checks:
+        table.add_row(check.component, "[green]up[/green]" if check.ok else "[red]DOWN[/red]", check.detail)
+    return table
+
+
+def render_json(checks: list[Check]) -> str:
+    """The checks as one JSON document with an overall ``healthy`` flag."""
+    return json.dumps({"healthy": all(check.ok for check in checks),
+                       "checks": [asdict(check) for check in checks]}, indent=2)
+
+
+@click.command("health")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--timeout", "timeout_seconds", type=click.FloatRange(0.1, 60), default=2.0, show_default=True,
+              help="Seconds to wait for each server and for the workers' answers.")
+@click.option("--queue", "queues", multiple=True, type=click.Choice(QUEUES),
+              help="Queue that must have a live worker (repeatable; default: every queue).")
+@click.option("--worker", "required_workers", multiple=True,
+              help="Worker node name that must answer, e.g. assignments@host (repeatable).")
+@click.option("--no-workers", is_flag=True, help="Check MongoDB and Redis only.")
+def health_command(as_json: bool, timeout_seconds: float, queues: tuple[str, ...],
+                   required_workers: tuple[str, ...], no_workers: bool) -> None:
+    """Check MongoDB, Redis and each queue's workers; exit 1 if anything is down."""
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(EXIT_UNHEALTHY)
+    checks = run_checks(settings, queues or QUEUES, required_workers, timeout_seconds, not no_workers)
+    if as_json:
+        click.echo(render_json(checks))
+    else:
+        Console(width=120).print(render_table(checks))
+    sys.exit(EXIT_HEALTHY if all(check.ok for check in checks) else EXIT_UNHEALTHY)
+
+
+COMMANDS.append(health_command)

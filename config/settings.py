@@ -35,6 +35,8 @@ class Settings:
     broker_url: str = "redis://127.0.0.1:6379/0"
     # Celery result backend (Redis); results are JSON and expire.
     result_backend: str = "redis://127.0.0.1:6379/1"
+    # Reconnection attempts to the result backend before a call gives up.
+    redis_max_retries: int = 3
     # How long a task result stays in Redis.
     result_expires_seconds: int = 3600
     # Redis redelivers an unacknowledged task after this long (late acks).

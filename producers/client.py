@@ -35,6 +35,9 @@ from workers.exceptions import (
 
 CONNECTION_ERRORS = (OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                      ConnectionError, OSError)
+# Celery's result consumer raises RuntimeError once it gives up reconnecting;
+# the app is then unusable and is replaced.
+BACKEND_GAVE_UP = RuntimeError
 PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
@@ -110,9 +113,9 @@ class AssignmentClient:
         for attempt in range(self.retries + 1):
             try:
                 answer = self._call_once(task_name, kwargs)
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, BACKEND_GAVE_UP) as exc:
                 last_error = exc
-                time.sleep(min(0.5 * 2 ** attempt, 5.0))
+                self._reconnect(attempt)
                 continue
             if answer is not None:
                 return answer
@@ -121,6 +124,12 @@ class AssignmentClient:
                 from last_error
         raise RequestTimedOut(f"{task_name}: no answer after {self.retries + 1} attempts "
                               f"of {self.timeout_seconds:g}s")
+
+    def _reconnect(self, attempt: int) -> None:
+        """Back off, then start over with a fresh app and fresh connections."""
+        time.sleep(min(0.5 * 2 ** attempt, 5.0))
+        self.app.close()
+        self.app = create_app(self.settings, include_tasks=False)
 
     def _call_once(self, task_name: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
         """One send and wait; None when it timed out or the message expired unrun."""

@@ -59,7 +59,10 @@ def celery_config(settings: Settings) -> dict:
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds},
-        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        "result_backend_transport_options": {"retry_policy": {
+            "max_retries": settings.redis_max_retries, "interval_start": 0.2,
+            "interval_step": 0.5, "interval_max": 2.0,
+        }},
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,

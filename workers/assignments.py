@@ -62,6 +62,20 @@ STATE_FIELDS = {
 T = TypeVar("T")
 
 
+def translating_driver_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn pymongo's connection errors into ``StoreUnavailable`` (the one boundary)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except ConnectionFailure as exc:
+            raise StoreUnavailable(f"MongoDB is unreachable: {type(exc).__name__}") from exc
+
+    return wrapper
+
+
+@translating_driver_errors
 def ensure_indexes(database: Database) -> None:
     """Create the indexes the claim depends on (a no-op when they exist).
 
@@ -83,19 +97,6 @@ def ensure_indexes(database: Database) -> None:
         ),
         IndexModel([("history.request_id", ASCENDING)], name=REQUEST_INDEX, sparse=True),
     ])
-
-
-def translating_driver_errors(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn pymongo's connection errors into ``StoreUnavailable`` (the one boundary)."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return method(*args, **kwargs)
-        except ConnectionFailure as exc:
-            raise StoreUnavailable(f"MongoDB is unreachable: {type(exc).__name__}") from exc
-
-    return wrapper
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,63 @@
+"""The demo as a newcomer runs it: its own servers, a clean summary, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from devstack.servers import PROJECT_ROOT
+
+DEMO_VARIABLES = ("MONGO_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+
+
+def demo_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in DEMO_VARIABLES}
+    return {**env, "PYTHONPATH": PROJECT_ROOT, "COLUMNS": "120"}
+
+
+def pids_in(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"pid (\d+)", output)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
+    finished = subprocess.run([sys.executable, "-m", "devstack", "demo", "--students", "300", "--assistants", "8"],
+                              capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env=demo_env())
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
+    assert re.search(r"completed\s*│\s*300\b", finished.stdout)
+    assert re.search(r"Flower: http://127\.0\.0\.1:\d+/tasks", finished.stdout)
+    started = pids_in(finished.stdout)
+    assert len(started) == 5  # mongod, redis-server, two worker pools, Flower
+    assert not [pid for pid in started if alive(pid)]
+
+
+def test_ctrl_c_stops_every_process_the_demo_started() -> None:
+    demo = subprocess.Popen([sys.executable, "-m", "devstack", "demo", "--students", "50", "--assistants", "3",
+                             "--hold"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=PROJECT_ROOT, env=demo_env())
+    output = ""
+    try:
+        deadline = time.monotonic() + 240
+        while "Ctrl-C" not in output and time.monotonic() < deadline:
+            output += demo.stdout.readline()
+        started = pids_in(output)
+        assert len(started) == 5 and all(alive(pid) for pid in started)
+        demo.send_signal(signal.SIGINT)
+        output += demo.communicate(timeout=120)[0]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode in (0, 130), output
+    assert not [pid for pid in started if alive(pid)]

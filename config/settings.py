@@ -61,8 +61,6 @@ class Settings:
     worker_prefetch_multiplier: int = 4
     # "json" for one JSON object per log line, "text" for human-readable lines.
     log_format: str = "text"
-    # Root log level of workers and tools.
-    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -8,10 +8,14 @@ for imports and bulk jobs, so bulk work never waits in front of a claim.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
+from celery.signals import after_setup_logger
 from kombu import Queue
 
 from config import Settings, load_settings
+from workers.eventlog import JsonFormatter
 
 ASSIGNMENTS_QUEUE = "assignments"
 BATCH_QUEUE = "batch"
@@ -70,5 +74,14 @@ def celery_config(settings: Settings) -> dict:
         "enable_utc": True,
     }
 
+
+def use_json_logs(logger: logging.Logger, **_: object) -> None:
+    """Switch the worker's log handlers to one JSON object per line when configured."""
+    if load_settings().log_format == "json":
+        for handler in logger.handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+after_setup_logger.connect(use_json_logs)
 
 app = create_app()

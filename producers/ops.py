@@ -51,6 +51,13 @@ def mongo_location(url: str) -> str:
     return urlsplit(url).netloc.rsplit("@", 1)[-1] or url.split("://", 1)[0]
 
 
+def error_name(exc: BaseException) -> str:
+    """The error's class, and MongoDB's code name when it has one (never the message, which may hold a URL)."""
+    details = getattr(exc, "details", None)
+    code_name = details.get("codeName") if isinstance(details, dict) else None
+    return f"{type(exc).__name__} ({code_name})" if code_name else type(exc).__name__
+
+
 def ping_mongo(settings: Settings, timeout_seconds: float) -> str:
     """Ping MongoDB; raise StoreUnavailable when it does not answer."""
     millis = int(timeout_seconds * 1000)
@@ -59,8 +66,8 @@ def ping_mongo(settings: Settings, timeout_seconds: float) -> str:
                          appname="callqueue-health") as client:
             client.admin.command("ping")
     except PyMongoError as exc:
-        raise StoreUnavailable(f"MongoDB at {mongo_location(settings.mongo_url)} did not answer: "
-                               f"{type(exc).__name__}") from exc
+        raise StoreUnavailable(f"MongoDB at {mongo_location(settings.mongo_url)}: ping failed: "
+                               f"{error_name(exc)}") from exc
     return f"ping ok ({mongo_location(settings.mongo_url)})"
 
 
@@ -75,7 +82,7 @@ def ping_redis(url: str, role: str, timeout_seconds: float) -> str:
         finally:
             connection.close()
     except REDIS_ERRORS as exc:
-        raise BrokerUnavailable(f"Redis {role} at {location} did not answer: {type(exc).__name__}") from exc
+        raise BrokerUnavailable(f"Redis {role} at {location}: ping failed: {error_name(exc)}") from exc
     return f"ping ok ({location})"
 
 

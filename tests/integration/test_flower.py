@@ -35,7 +35,7 @@ from producers.results import Assigned
 ASSIGN_TASK = "callqueue.assign_next_student"
 BURST_SIZE = 12
 DEADLINE_SECONDS = 30.0
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_PATHS = ("/usr/bin/chromium",)
 WINDOW = (1600, 1000)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
@@ -219,9 +219,17 @@ class TaskRows(HTMLParser):
             self._row.append(data.strip())
 
 
-def run_chromium(args: list[str], profile: Path, timeout_seconds: float = 120.0) -> str:
+@dataclass(frozen=True)
+class Browser:
+    """Debian's Chromium binary and a throwaway profile directory."""
+
+    binary: str
+    profile: Path
+
+
+def run_chromium(browser: Browser, args: list[str], timeout_seconds: float = 120.0) -> str:
     """Run headless Chromium once and return its stdout; its whole process group is killed afterwards."""
-    process = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+    process = subprocess.Popen([browser.binary, *CHROMIUM_FLAGS, f"--user-data-dir={browser.profile}", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                text=True, start_new_session=True)
     try:
@@ -244,18 +252,20 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.fixture()
-def chromium_profile(tmp_path: Path) -> Path:
-    if not (os.access(CHROMIUM, os.X_OK) or shutil.which("chromium")):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)")
-    return tmp_path / "chromium-profile"
+def chromium(tmp_path: Path) -> Browser:
+    """Headless Chromium, or a skip naming the Debian package to install."""
+    binary = shutil.which("chromium") or next((p for p in CHROMIUM_PATHS if os.access(p, os.X_OK)), None)
+    if binary is None:
+        pytest.skip("chromium is not installed: apt-get install chromium (Debian's package)")
+    return Browser(binary, tmp_path / "chromium-profile")
 
 
 def test_flower_tasks_page_shows_every_assignment_row_in_chromium(
-        flower: RunningFlower, burst: Burst, chromium_profile: Path, artifacts_dir: Path) -> None:
+        flower: RunningFlower, burst: Burst, chromium: Browser, artifacts_dir: Path) -> None:
     poll(lambda: assignment_tasks(flower, burst.session_id),
          lambda found: sum(t["state"] == "SUCCESS" for t in found) == BURST_SIZE, "burst seen by Flower")
     page = flower.page_url("/tasks")
-    dom = run_chromium(["--dump-dom", page], chromium_profile)
+    dom = run_chromium(chromium, ["--dump-dom", page])
     parser = TaskRows()
     parser.feed(dom)
     assign_rows = [row for row in parser.rows if row.startswith(ASSIGN_TASK)]
@@ -263,6 +273,6 @@ def test_flower_tasks_page_shows_every_assignment_row_in_chromium(
     assert all("SUCCESS" in row for row in assign_rows)
     screenshot = artifacts_dir / "flower-tasks.png"
     screenshot.unlink(missing_ok=True)
-    run_chromium([f"--screenshot={screenshot}", page], chromium_profile)
+    run_chromium(chromium, [f"--screenshot={screenshot}", page])
     assert png_size(screenshot) == WINDOW
     assert screenshot.stat().st_size > 20_000

@@ -55,6 +55,18 @@ class Settings:
     max_student_bytes: int = 16_384
     # Most students accepted by one import_students call.
     max_import_students: int = 10_000
+    # Most items accepted by one complete_batch job.
+    max_batch_items: int = 50_000
+    # Items written per bulk write in a complete_batch job (one PROGRESS update each).
+    batch_chunk_size: int = 1_000
+    # Pause between those bulk writes, so a long job leaves room for "Get Next" on shared servers.
+    batch_pause_seconds: float = 0.05
+    # How often beat runs reclaim_expired to return students whose lease ran out.
+    reclaim_interval_seconds: float = 10.0
+    # Longest lease a session may set.
+    max_lease_seconds: int = 86_400
+    # How long the producer client waits for a batch job to finish.
+    batch_timeout_seconds: float = 600.0
     # Students written to MongoDB per insert_many during an import.
     import_chunk_size: int = 1_000
     # Messages a worker process reserves ahead of the one it runs.

@@ -15,7 +15,7 @@ from pymongo.database import Database
 from workers.assignments import STUDENTS
 from workers.models import PENDING
 
-CLOSING_EVENTS = ("completed", "released", "reclaimed")
+CLOSING_EVENTS = ("completed", "released", "reclaimed", "closed")
 
 
 @dataclass(frozen=True)

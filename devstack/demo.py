@@ -47,6 +47,8 @@ def _print_stack(stack: Stack) -> None:
     table.add_row("Redis", _where(stack.redis, "external"))
     for worker in stack.workers:
         table.add_row(f"worker ({worker.queue})", f"pid {worker.process.pid}")
+    if stack.beat:
+        table.add_row("beat (reclaims expired leases)", f"pid {stack.beat.process.pid}")
     if stack.flower:
         table.add_row("Flower", f"{stack.flower.url} (pid {stack.flower.process.pid})")
     console.print(table)

@@ -118,10 +118,12 @@ class CeleryWorker:
     """``celery worker`` consuming one queue, with URLs passed in the environment only."""
 
     def __init__(self, workdir: Path, env: dict[str, str], queue: str, concurrency: int = 2,
-                 pool: str = "prefork", name: str | None = None, extra_args: list[str] | None = None) -> None:
+                 pool: str = "prefork", name: str | None = None, extra_args: list[str] | None = None,
+                 niceness: int = 0) -> None:
         self.queue = queue
         self.hostname = f"{name or queue}-{free_port()}@localhost"
-        argv = [sys.executable, "-m", "celery", "-A", "workers.app:app", "worker", "-Q", queue,
+        nice = ["nice", "-n", str(niceness)] if niceness else []
+        argv = [*nice, sys.executable, "-m", "celery", "-A", "workers.app:app", "worker", "-Q", queue,
                 "-c", str(concurrency), "-P", pool, "-n", self.hostname, "-E", "--loglevel", "INFO",
                 "--without-mingle", "--without-gossip", *(extra_args or [])]
         self.process = ManagedProcess(f"worker {queue}", argv, workdir / f"worker-{self.hostname}.log",
@@ -146,6 +148,22 @@ class CeleryWorker:
 
     def stop(self) -> None:
         self.process.stop(timeout_seconds=20)
+
+
+class CeleryBeat:
+    """``celery beat``: sends the periodic jobs (``reclaim_expired``) on schedule."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app:app", "beat", "--loglevel", "INFO",
+                "--schedule", str(workdir / f"beat-schedule-{free_port()}")]
+        self.process = ManagedProcess("beat", argv, workdir / "beat.log", project_env(env))
+
+    def start(self) -> "CeleryBeat":
+        self.process.start()
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
 
 
 class Flower:

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from config import Settings
-from devstack.servers import CeleryWorker, Flower, MongoServer, RedisServer
+from devstack.servers import CeleryBeat, CeleryWorker, Flower, MongoServer, RedisServer
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
 
 
@@ -29,6 +29,9 @@ class StackOptions:
     assignment_concurrency: int = 2
     assignment_pool: str = "prefork"
     batch_concurrency: int = 1
+    # The batch pool runs at a lower CPU priority so bulk jobs yield to "Get Next" on a shared host.
+    batch_niceness: int = 10
+    beat: bool = True
     flower: bool = True
     flower_port: int | None = None
     workers: bool = True
@@ -46,6 +49,7 @@ class Stack:
         self.redis: RedisServer | None = None
         self.workers: list[CeleryWorker] = []
         self.flower: Flower | None = None
+        self.beat: CeleryBeat | None = None
         self.env: dict[str, str] = {}
         self._previous_sigterm: Any = None
 
@@ -67,6 +71,8 @@ class Stack:
         self.app: CallqueueCelery = create_app(self.settings, include_tasks=False)
         if self.options.workers:
             self._start_workers()
+        if self.options.beat:
+            self.beat = self._launch(CeleryBeat(self.workdir, self.env))
         if self.options.flower:
             self.flower = self._launch(Flower(self.workdir, self.env, self.options.flower_port))
 
@@ -86,7 +92,8 @@ class Stack:
         pools = [
             CeleryWorker(self.workdir, self.env, ASSIGNMENTS_QUEUE, self.options.assignment_concurrency,
                          self.options.assignment_pool),
-            CeleryWorker(self.workdir, self.env, BATCH_QUEUE, self.options.batch_concurrency),
+            CeleryWorker(self.workdir, self.env, BATCH_QUEUE, self.options.batch_concurrency,
+                         niceness=self.options.batch_niceness),
         ]
         for worker in pools:
             self.workers.append(self._launch(worker))

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import redis.exceptions
 from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
 from config import Settings, load_settings
@@ -38,6 +39,8 @@ CONNECTION_ERRORS = (OperationalError, redis.exceptions.ConnectionError, redis.e
 # Celery's result consumer raises RuntimeError once it gives up reconnecting;
 # the app is then unusable and is replaced.
 BACKEND_GAVE_UP = RuntimeError
+JOB_POLL_SECONDS = 0.2
+ProgressCallback = Callable[[int, int], None]
 PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
@@ -96,7 +99,60 @@ class AssignmentClient:
             "callqueue.import_students", call_session_id=call_session_id,
             students=[dict(row) for row in students], session_name=session_name))
 
+    def heartbeat(self, call_session_id: str, student_id: str, assistant_id: str,
+                  assignment_token: int) -> StudentUpdate:
+        """Renew the lease on a student you hold."""
+        return StudentUpdate.from_result(self.call(
+            "callqueue.heartbeat", call_session_id=call_session_id, student_id=student_id,
+            assistant_id=assistant_id, assignment_token=assignment_token))
+
+    def release_assistant(self, call_session_id: str, assistant_id: str) -> int:
+        """Give back whatever the assistant holds (logging off); how many were released."""
+        return int(self.call("callqueue.release_assistant", call_session_id=call_session_id,
+                             assistant_id=assistant_id)["released"])
+
+    def set_lease(self, call_session_id: str, lease_seconds: int | None) -> dict[str, Any]:
+        """Set the session's lease length (None: no lease)."""
+        return self.call("callqueue.set_lease", call_session_id=call_session_id, lease_seconds=lease_seconds)
+
+    def reclaim_expired(self) -> int:
+        """Run the reclaim job now (beat runs it on schedule); how many were reclaimed."""
+        return int(self.call("callqueue.reclaim_expired")["reclaimed"])
+
+    def complete_batch(self, items: list[Mapping[str, Any]], on_progress: ProgressCallback | None = None
+                       ) -> dict[str, Any]:
+        """Complete many students in one batch job; ``on_progress(done, total)`` follows it."""
+        return self.run_job("callqueue.complete_batch", on_progress, items=[dict(item) for item in items])
+
+    def close_session(self, call_session_id: str, outcome: str = "session_closed", force: bool = False,
+                      on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Close the session as a batch job."""
+        return self.run_job("callqueue.close_session", on_progress, call_session_id=call_session_id,
+                            outcome=outcome, force=force)
+
+    def reopen_session(self, call_session_id: str) -> dict[str, Any]:
+        """Open a closed session again."""
+        return self.run_job("callqueue.reopen_session", None, call_session_id=call_session_id)
+
     # -- transport --------------------------------------------------------
+
+    def run_job(self, task_name: str, on_progress: ProgressCallback | None, **kwargs: Any) -> dict[str, Any]:
+        """Send a batch job once and follow its ``PROGRESS`` until it ends.
+
+        Jobs are idempotent, but a long job is not resent on timeout: it may
+        still be running. ``RequestTimedOut`` then means "look in Flower".
+        """
+        timeout = self.settings.batch_timeout_seconds
+        try:
+            message = self.app.send_task(task_name, kwargs=kwargs, expires=timeout,
+                                         retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+            result = _follow(message, on_progress or (lambda done, total: None), timeout)
+        except (*CONNECTION_ERRORS, BACKEND_GAVE_UP) as exc:
+            raise BrokerUnavailable(f"{task_name}: Redis unreachable ({type(exc).__name__})") from exc
+        if result.get("status") == "rejected":
+            raise rejection_from_error(result.get("error") or {})
+        return result
+
 
     def call(self, task_name: str, **kwargs: Any) -> dict[str, Any]:
         """Send ``task_name`` and return its result, resending the same request on timeout.
@@ -146,6 +202,21 @@ class AssignmentClient:
         if message.state == states.FAILURE:
             raise TaskFailed(f"{task_name} failed: {type(result).__name__}: {result}")
         return result
+
+
+def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds: float) -> dict[str, Any]:
+    """Poll a job's state, reporting progress, until it is ready or the timeout passes."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        state, info = message.state, message.info
+        if state == "PROGRESS" and isinstance(info, dict):
+            on_progress(int(info.get("done", 0)), int(info.get("total", 0)))
+        elif state in states.READY_STATES:
+            if state != states.SUCCESS:
+                raise TaskFailed(f"{message.id} ended in {state}: {info}")
+            return message.result
+        time.sleep(JOB_POLL_SECONDS)
+    raise RequestTimedOut(f"job {message.id} did not finish within {timeout_seconds:g}s")
 
 
 def new_request_id() -> str:

@@ -56,6 +56,7 @@ def server_env(mongo_server: MongoServer, redis_server: RedisServer) -> dict[str
         "CALLQUEUE_TASK_MAX_RETRIES": "2",
         "CALLQUEUE_TASK_RETRY_BACKOFF_MAX_SECONDS": "1",
         "CALLQUEUE_MONGO_SERVER_SELECTION_TIMEOUT_SECONDS": "2",
+        "CALLQUEUE_RECLAIM_INTERVAL_SECONDS": "1",
     }
 
 
@@ -66,7 +67,7 @@ def settings(server_env: dict[str, str]) -> Settings:
 
 @pytest.fixture(scope="session")
 def stack(server_env: dict[str, str]) -> Iterator[Stack]:
-    """Worker pools (assignments: two prefork children; batch: one) on the test servers."""
+    """Worker pools (assignments: two prefork children; batch: one) and beat on the test servers."""
     with Stack(StackOptions(assignment_concurrency=2, flower=False), environ=server_env) as running:
         yield running
 

@@ -19,7 +19,8 @@ from workers.eventlog import JsonFormatter
 
 ASSIGNMENTS_QUEUE = "assignments"
 BATCH_QUEUE = "batch"
-BATCH_TASKS = ("callqueue.import_students",)
+BATCH_TASKS = ("callqueue.import_students", "callqueue.complete_batch", "callqueue.close_session",
+               "callqueue.reopen_session")
 
 
 class CallqueueCelery(Celery):
@@ -70,6 +71,13 @@ def celery_config(settings: Settings) -> dict:
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "beat_schedule": {
+            "reclaim-expired-leases": {
+                "task": "callqueue.reclaim_expired",
+                "schedule": settings.reclaim_interval_seconds,
+                "options": {"expires": settings.reclaim_interval_seconds},
+            },
+        },
         "timezone": "UTC",
         "enable_utc": True,
     }

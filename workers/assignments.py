@@ -26,20 +26,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError
 
 from workers.exceptions import (
-    AlreadyCompleted, NotAssigned, NotHolder, RequestAlreadyServed, RequestConflict,
+    AlreadyCompleted, NotAssigned, NotHolder, Rejected, RequestAlreadyServed, RequestConflict,
     SessionClosed, StaleToken, StoreUnavailable, UnknownSession, UnknownStudent,
 )
-from workers.models import PENDING, Assignment, CallSession, ImportSummary, SessionStats, StudentState
+from workers.models import (
+    PENDING, Assignment, BatchItem, CallSession, ImportSummary, SessionStats, StudentState,
+)
 
 SESSIONS = "call_sessions"
 STUDENTS = "call_session_students"
@@ -48,7 +51,11 @@ CLAIM_ORDER = [("priority", DESCENDING), ("position", ASCENDING)]
 CLAIM_INDEX = "claim_order"
 ONE_PER_ASSISTANT_INDEX = "one_student_per_assistant"
 REQUEST_INDEX = "claim_request_id"
+LEASE_INDEX = "lease_expiry"
 CLAIM_ATTEMPTS = 3
+SESSION_CHUNK = 1000
+
+Progress = Callable[[int, int], None]
 
 ASSIGNMENT_FIELDS = {
     "call_session_id": 1, "student": 1, "assigned_to": 1, "assignment_token": 1,
@@ -56,7 +63,7 @@ ASSIGNMENT_FIELDS = {
 }
 STATE_FIELDS = {
     "call_session_id": 1, "filter_status": 1, "assigned_to": 1, "assignment_token": 1,
-    "completed_at": 1, "completed_by": 1, "history": {"$slice": -1},
+    "completed_at": 1, "completed_by": 1, "lease_expires_at": 1, "history": {"$slice": -1},
 }
 
 T = TypeVar("T")
@@ -96,6 +103,7 @@ def ensure_indexes(database: Database) -> None:
             partialFilterExpression={"filter_status": PENDING, "assigned_to": {"$type": "string"}},
         ),
         IndexModel([("history.request_id", ASCENDING)], name=REQUEST_INDEX, sparse=True),
+        IndexModel([("lease_expires_at", ASCENDING)], name=LEASE_INDEX),
     ])
 
 
@@ -150,8 +158,8 @@ class AssignmentStore:
         """Create the session unless it exists; True when this call created it."""
         result = self.sessions.update_one(
             {"_id": session_id},
-            {"$setOnInsert": {"name": name or session_id, "status": "open",
-                              "created_at": now or utcnow(), "lease_seconds": None}},
+            {"$setOnInsert": {"name": name or session_id, "status": "open", "created_at": now or utcnow(),
+                              "lease_seconds": None, "next_position": 0}},
             upsert=True,
         )
         return result.upserted_id is not None
@@ -169,16 +177,19 @@ class AssignmentStore:
         """
         created = self.create_session(session_id, name)
         self.open_session(session_id)
-        first = self._next_position(session_id)
+        first = self._reserve_positions(session_id, len(rows))
         documents = [_student_document(session_id, row, first + index) for index, row in enumerate(rows)]
         inserted = sum(self._insert_new(chunk) for chunk in _chunks(documents, chunk_size))
         return ImportSummary(session_id, created, len(rows), inserted, len(rows) - inserted)
 
     @translating_driver_errors
-    def _next_position(self, session_id: str) -> int:
-        last = self.students.find_one({"call_session_id": session_id}, {"position": 1},
-                                      sort=[("position", DESCENDING)])
-        return 0 if last is None else int(last.get("position", -1)) + 1
+    def _reserve_positions(self, session_id: str, count: int) -> int:
+        """Atomically reserve ``count`` import positions; returns the first one."""
+        before = self.sessions.find_one_and_update(
+            {"_id": session_id}, {"$inc": {"next_position": count}},
+            projection={"next_position": 1}, return_document=ReturnDocument.BEFORE,
+        )
+        return int(before.get("next_position", 0))
 
     @translating_driver_errors
     def _insert_new(self, documents: list[dict[str, Any]]) -> int:
@@ -298,9 +309,10 @@ class AssignmentStore:
             projection=STATE_FIELDS,
             return_document=ReturnDocument.AFTER,
         )
-        if document is not None:
-            return StudentState.from_document(document)
-        return self._refusal("released", session_id, student_id, assistant_id, token, None)
+        if document is None:
+            return self._refusal("released", session_id, student_id, assistant_id, token, None)
+        self._settle_if_closed(session_id, now)
+        return StudentState.from_document(document)
 
     def _refusal(self, action: str, session_id: str, student_id: str, assistant_id: str,
                  token: int, outcome: str | None) -> StudentState:
@@ -315,6 +327,153 @@ class AssignmentStore:
         if _is_repeat(last, action, assistant_id, token, outcome):
             return state
         raise _why_not_held(state, assistant_id, token)
+
+    # -- leases -----------------------------------------------------------
+
+    @translating_driver_errors
+    def set_lease(self, session_id: str, lease_seconds: int | None) -> CallSession:
+        """Give the session a lease length (None: assignments last until completed or released).
+
+        Applies to claims made from now on; current holders keep their expiry.
+        """
+        self.require_session(session_id)
+        self.sessions.update_one({"_id": session_id}, {"$set": {"lease_seconds": lease_seconds}})
+        return self.require_session(session_id)
+
+    @translating_driver_errors
+    def heartbeat(self, session: CallSession, student_id: str, assistant_id: str, token: int,
+                  now: datetime | None = None) -> StudentState:
+        """Renew the holder's lease; anyone else, or a stale token, is refused.
+
+        One atomic update guarded by holder and token: after a reclaim the
+        token has moved on, so a late heartbeat cannot revive the old hold.
+        """
+        now = now or utcnow()
+        expiry = None if not session.lease_seconds else now + timedelta(seconds=session.lease_seconds)
+        document = self.students.find_one_and_update(
+            _held_filter(session.id, student_id, assistant_id, token),
+            {"$set": {"lease_expires_at": expiry}},
+            projection=STATE_FIELDS,
+            return_document=ReturnDocument.AFTER,
+        )
+        if document is None:
+            return self._refusal("heartbeat", session.id, student_id, assistant_id, token, None)
+        return StudentState.from_document(document)
+
+    @translating_driver_errors
+    def reclaim_expired(self, now: datetime | None = None) -> int:
+        """Return every assignment whose lease ran out to the pool; the count reclaimed.
+
+        Each student is updated atomically by a filter that still requires an
+        expired lease, so a heartbeat that won the race keeps its student. The
+        token is bumped, which fences the old holder's late writes.
+        """
+        now = now or utcnow()
+        expired = {"filter_status": PENDING, "assigned_to": {"$type": "string"}, "lease_expires_at": {"$lt": now}}
+        sessions = self.students.distinct("call_session_id", expired)
+        reclaimed = self.students.update_many(expired, _ending_hold_update("reclaimed", None, now)).modified_count
+        for session_id in sessions:
+            self._settle_if_closed(session_id, now)
+        return reclaimed
+
+    @translating_driver_errors
+    def release_assistant(self, session_id: str, assistant_id: str, request_id: str,
+                          now: datetime | None = None) -> int:
+        """Give back whatever the assistant holds in the session (logging off); the count released."""
+        now = now or utcnow()
+        self.require_session(session_id)
+        released = self.students.update_many(
+            {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": assistant_id},
+            _ending_hold_update("released", request_id, now, bump_token=False),
+        ).modified_count
+        self._settle_if_closed(session_id, now)
+        return released
+
+    # -- closing and reopening ----------------------------------------------
+
+    @translating_driver_errors
+    def close_session(self, session_id: str, outcome: str, force: bool, request_id: str,
+                      progress: Progress = lambda done, total: None, now: datetime | None = None) -> dict[str, Any]:
+        """Close the session and give every pending, unassigned student ``outcome``.
+
+        From now on claims are refused with ``session_closed``. Students held
+        right now are left with their assistants (who may still complete them)
+        unless ``force``, which ends those holds too. Running it again changes
+        nothing.
+        """
+        now = now or utcnow()
+        self.require_session(session_id)
+        self.sessions.update_one({"_id": session_id, "status": "open"},
+                                 {"$set": {"status": "closed", "closed_at": now, "closed_outcome": outcome}})
+        target = {"call_session_id": session_id, "filter_status": PENDING}
+        if not force:
+            target["assigned_to"] = None
+        closed = self._close_in_chunks(target, outcome, request_id, now, progress)
+        return {"call_session_id": session_id, "closed_students": closed,
+                "still_held": self.students.count_documents({**target, "assigned_to": {"$type": "string"}})}
+
+    def _close_in_chunks(self, target: dict[str, Any], outcome: str, request_id: str, now: datetime,
+                         progress: Progress) -> int:
+        total, done = self.students.count_documents(target), 0
+        progress(done, total)
+        while ids := [d["_id"] for d in self.students.find(target, {"_id": 1}, limit=SESSION_CHUNK)]:
+            done += self.students.update_many({**target, "_id": {"$in": ids}},
+                                              _closing_update(outcome, request_id, now)).modified_count
+            progress(done, max(total, done))
+        return done
+
+    def _settle_if_closed(self, session_id: str, now: datetime) -> None:
+        """In a closed session, a student back in the pool takes the close outcome at once."""
+        session = self.sessions.find_one({"_id": session_id, "status": "closed"}, {"closed_outcome": 1})
+        if session is not None:
+            self.students.update_many(
+                {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": None},
+                _closing_update(session.get("closed_outcome") or "session_closed", None, now))
+
+    @translating_driver_errors
+    def reopen_session(self, session_id: str, request_id: str, now: datetime | None = None) -> dict[str, Any]:
+        """Open the session again; students closed with it return to the pool."""
+        now = now or utcnow()
+        self.require_session(session_id)
+        self.sessions.update_one({"_id": session_id},
+                                 {"$set": {"status": "open"}, "$unset": {"closed_at": "", "closed_outcome": ""}})
+        reopened = self.students.update_many(
+            {"call_session_id": session_id, "closed_with_session": True},
+            {"$set": {"filter_status": PENDING, "completed_at": None},
+             "$unset": {"closed_with_session": ""},
+             "$push": {"history": _event("reopened", None, None, request_id, now)}},
+        ).modified_count
+        return {"call_session_id": session_id, "reopened_students": reopened}
+
+    # -- batch completion ---------------------------------------------------
+
+    @translating_driver_errors
+    def complete_batch(self, items: list[BatchItem], job_id: str, progress: Progress = lambda done, total: None,
+                       chunk_size: int = 1000, pause_seconds: float = 0.0,
+                       now: datetime | None = None) -> list[dict[str, Any]]:
+        """Complete many students with bulk writes; one result per item, in order.
+
+        Each write is guarded like ``complete``: an item with assistant and
+        token needs the current holder and token; an item without them only
+        completes a student nobody holds, so a live assignment is never
+        overwritten. Items already completed with the same outcome report
+        ``unchanged``, so running the job again changes nothing.
+        """
+        now = now or utcnow()
+        results: list[dict[str, Any]] = []
+        progress(0, len(items))
+        for chunk in _chunks(items, chunk_size):
+            results.extend(self._complete_chunk(chunk, job_id, now))
+            progress(len(results), len(items))
+            time.sleep(pause_seconds)
+        return results
+
+    def _complete_chunk(self, chunk: list[BatchItem], job_id: str, now: datetime) -> list[dict[str, Any]]:
+        writes = [UpdateOne(_batch_filter(item), _batch_update(item, job_id, now)) for item in chunk]
+        self.students.bulk_write(writes, ordered=False)
+        documents = {d["_id"]: d for d in self.students.find({"_id": {"$in": [item.student_id for item in chunk]}})}
+        known_sessions = set(self.sessions.distinct("_id", {"_id": {"$in": list({i.call_session_id for i in chunk})}}))
+        return [_batch_result(item, documents.get(item.student_id), job_id, known_sessions) for item in chunk]
 
     # -- statistics -------------------------------------------------------
 
@@ -368,12 +527,76 @@ def _claim_update(assistant_id: str, request_id: str, now: datetime,
     ]
 
 
+def _ending_hold_update(event: str, request_id: str | None, now: datetime,
+                        bump_token: bool = True) -> list[dict[str, Any]]:
+    """Pipeline update that ends a hold: history names the holder, then the hold is cleared."""
+    token = {"$add": ["$assignment_token", 1]} if bump_token else "$assignment_token"
+    return [
+        {"$set": {"history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [{
+            "event": event, "assistant_id": "$assigned_to", "token": "$assignment_token",
+            "request_id": {"$literal": request_id}, "at": now}]]}}},
+        {"$set": {"assigned_to": None, "assigned_at": None, "lease_expires_at": None, "assignment_token": token}},
+    ]
+
+
+def _closing_update(outcome: str, request_id: str | None, now: datetime) -> list[dict[str, Any]]:
+    """Pipeline update giving a pending student the session's close outcome (ending any hold)."""
+    return [
+        {"$set": {"history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [{
+            "event": "closed", "assistant_id": "$assigned_to", "token": "$assignment_token",
+            "request_id": {"$literal": request_id}, "at": now, "outcome": {"$literal": outcome}}]]}}},
+        {"$set": {"filter_status": {"$literal": outcome}, "completed_at": now, "closed_with_session": True,
+                  "assigned_to": None, "assigned_at": None, "lease_expires_at": None}},
+    ]
+
+
+def _batch_filter(item: BatchItem) -> dict[str, Any]:
+    if item.assistant_id is not None and item.assignment_token is not None:
+        return _held_filter(item.call_session_id, item.student_id, item.assistant_id, item.assignment_token)
+    return {"_id": item.student_id, "call_session_id": item.call_session_id,
+            "filter_status": PENDING, "assigned_to": None}
+
+
+def _batch_update(item: BatchItem, job_id: str, now: datetime) -> dict[str, Any]:
+    return {"$set": {"filter_status": item.outcome, "completed_at": now, "completed_by": item.assistant_id,
+                     "assigned_to": None, "lease_expires_at": None},
+            "$push": {"history": _event("completed", item.assistant_id, item.assignment_token,
+                                        item.request_id(job_id), now, outcome=item.outcome)}}
+
+
+def _batch_result(item: BatchItem, document: Mapping[str, Any] | None, job_id: str,
+                  known_sessions: set[str]) -> dict[str, Any]:
+    """Whether this item's write landed, had landed before, or why it could not."""
+    result: dict[str, Any] = {"index": item.index, "student_id": item.student_id}
+    if document is None or document["call_session_id"] != item.call_session_id:
+        error = (UnknownStudent(f"student {item.student_id!r} is not in call session {item.call_session_id!r}")
+                 if item.call_session_id in known_sessions
+                 else UnknownSession(f"call session {item.call_session_id!r} does not exist"))
+        return {**result, "status": "rejected", "error": error.to_error()}
+    if any(entry.get("request_id") == item.request_id(job_id) for entry in document.get("history", [])):
+        return {**result, "status": "completed", "unchanged": False}
+    if document.get("filter_status") == item.outcome:
+        return {**result, "status": "completed", "unchanged": True}
+    return {**result, "status": "rejected", "error": _why_batch_refused(item, document).to_error()}
+
+
+def _why_batch_refused(item: BatchItem, document: Mapping[str, Any]) -> Rejected:
+    state = StudentState.from_document(document)
+    if item.assistant_id is not None and item.assignment_token is not None:
+        return _why_not_held(state, item.assistant_id, item.assignment_token)
+    if state.filter_status != PENDING:
+        return AlreadyCompleted(f"student {state.student_id!r} was already completed "
+                                f"with outcome {state.filter_status!r}")
+    return NotHolder(f"student {item.student_id!r} is held by an assistant right now; "
+                     "give assistant_id and assignment_token to complete it")
+
+
 def _held_filter(session_id: str, student_id: str, assistant_id: str, token: int) -> dict[str, Any]:
     return {"_id": student_id, "call_session_id": session_id, "filter_status": PENDING,
             "assigned_to": assistant_id, "assignment_token": token}
 
 
-def _event(event: str, assistant_id: str | None, token: int, request_id: str | None,
+def _event(event: str, assistant_id: str | None, token: int | None, request_id: str | None,
            now: datetime, **extra: Any) -> dict[str, Any]:
     return {"event": event, "assistant_id": assistant_id, "token": token,
             "request_id": request_id, "at": now, **extra}
@@ -384,7 +607,7 @@ def _is_repeat(last: Mapping[str, Any], action: str, assistant_id: str, token: i
             and last.get("token") == token and last.get("outcome") == outcome)
 
 
-def _why_not_held(state: StudentState, assistant_id: str, token: int) -> Exception:
+def _why_not_held(state: StudentState, assistant_id: str, token: int) -> Rejected:
     if state.filter_status != PENDING:
         return AlreadyCompleted(f"student {state.student_id!r} was already completed "
                                 f"with outcome {state.filter_status!r}")

@@ -22,6 +22,7 @@ class CallSession:
     status: str
     created_at: datetime | None
     lease_seconds: int | None = None
+    closed_outcome: str | None = None
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
@@ -31,6 +32,7 @@ class CallSession:
             status=document.get("status", "open"),
             created_at=document.get("created_at"),
             lease_seconds=document.get("lease_seconds"),
+            closed_outcome=document.get("closed_outcome"),
         )
 
     @property
@@ -90,6 +92,7 @@ class StudentState:
     assignment_token: int
     completed_at: datetime | None = None
     completed_by: str | None = None
+    lease_expires_at: datetime | None = None
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "StudentState":
@@ -101,6 +104,7 @@ class StudentState:
             assignment_token=int(document.get("assignment_token") or 0),
             completed_at=document.get("completed_at"),
             completed_by=document.get("completed_by"),
+            lease_expires_at=document.get("lease_expires_at"),
         )
 
     def to_result(self, status: str, **extra: Any) -> dict[str, Any]:
@@ -110,12 +114,30 @@ class StudentState:
             "student_id": self.student_id,
             "assignment_token": self.assignment_token,
         }
+        if self.assigned_to is not None:
+            result["lease_expires_at"] = _iso(self.lease_expires_at)
         if self.filter_status != PENDING:
             result["outcome"] = self.filter_status
             result["completed_at"] = _iso(self.completed_at)
             result["completed_by"] = self.completed_by
         result.update(extra)
         return result
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One validated item of a ``complete_batch`` job."""
+
+    index: int
+    call_session_id: str
+    student_id: str
+    outcome: str
+    assistant_id: str | None = None
+    assignment_token: int | None = None
+
+    def request_id(self, job_id: str) -> str:
+        """The id this item's write carries in the student's history."""
+        return f"{job_id}:{self.index}"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from celery import Task
 from workers.app import BATCH_QUEUE, app
 from workers.assignments import AssignmentStore, NewStudent
 from workers.eventlog import log_event
-from workers.exceptions import InfrastructureError, MissingArgument, Rejected
+from workers.exceptions import InfrastructureError, InvalidArgument, MissingArgument, Rejected
+from workers.models import BatchItem
 from workers.mongo import get_database
 from workers.validation import (
     optional_id, require_document, require_id, require_int, require_list, require_text, require_token,
@@ -174,4 +175,125 @@ def _new_student(index: int, item: Any) -> NewStudent:
         priority=require_int(f"{label}.priority", row.get("priority", 0)),
         position=None if row.get("position") is None else require_int(f"{label}.position", row["position"], 0),
         key=optional_id(f"{label}.student_id", row.get("student_id"), _limit()),
+    )
+
+
+@callqueue_task("callqueue.set_lease")
+def set_lease(call_session_id: str, lease_seconds: int | None) -> Result:
+    """Set (or with null, remove) the session's lease length for claims from now on."""
+    session_id = require_id("call_session_id", call_session_id, _limit())
+    lease = None if lease_seconds is None else require_int("lease_seconds", lease_seconds, 1,
+                                                           app.settings.max_lease_seconds)
+    session = _store().set_lease(session_id, lease)
+    return {"status": "ok", "call_session_id": session.id, "lease_seconds": session.lease_seconds}
+
+
+@callqueue_task("callqueue.heartbeat", acks_late=True, reject_on_worker_lost=True)
+def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignment_token: int) -> Result:
+    """The holder renews its lease on the student."""
+    started = time.perf_counter()
+    session_id = require_id("call_session_id", call_session_id, _limit())
+    student = require_id("student_id", student_id, _limit())
+    assistant = require_id("assistant_id", assistant_id, _limit())
+    token = require_token("assignment_token", assignment_token)
+    store = _store()
+    state = store.heartbeat(store.require_session(session_id), student, assistant, token)
+    log_event("heartbeat", session=session_id, assistant=assistant, student=student, token=token,
+              duration_ms=_ms(started))
+    return state.to_result("renewed")
+
+
+@callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True)
+def reclaim_expired() -> Result:
+    """Return every student whose lease ran out to the pool (run by beat)."""
+    reclaimed = _store().reclaim_expired()
+    if reclaimed:
+        log_event("reclaimed", count=reclaimed)
+    return {"status": "ok", "reclaimed": reclaimed}
+
+
+@callqueue_task("callqueue.release_assistant", acks_late=True, reject_on_worker_lost=True)
+def release_assistant(call_session_id: str, assistant_id: str) -> Result:
+    """An assistant logging off gives back what they hold in the session."""
+    session_id = require_id("call_session_id", call_session_id, _limit())
+    assistant = require_id("assistant_id", assistant_id, _limit())
+    released = _store().release_assistant(session_id, assistant, _current_request_id())
+    log_event("assistant_released", session=session_id, assistant=assistant, count=released)
+    return {"status": "ok", "call_session_id": session_id, "assistant_id": assistant, "released": released}
+
+
+@callqueue_task("callqueue.complete_batch", queue=BATCH_QUEUE, acks_late=True, reject_on_worker_lost=True)
+def complete_batch(items: list) -> Result:
+    """Many completions in one job, with bulk writes; a result per item; safe to run again."""
+    started = time.perf_counter()
+    checked = require_list("items", items, app.settings.max_batch_items)
+    valid, refused = _batch_items(checked)
+    def progress(done: int, _valid_total: int) -> None:
+        _report_progress(done + len(refused), len(checked))
+
+    done = _store().complete_batch(valid, _current_request_id(), progress, app.settings.batch_chunk_size,
+                                   app.settings.batch_pause_seconds)
+    results = sorted(done + refused, key=lambda result: result["index"])
+    counts = {status: sum(1 for r in results if r["status"] == status) for status in ("completed", "rejected")}
+    unchanged = sum(1 for r in results if r.get("unchanged"))
+    log_event("batch_completed", total=len(results), duration_ms=_ms(started), unchanged=unchanged, **counts)
+    return {"status": "done", "total": len(results), **counts, "unchanged": unchanged, "items": results}
+
+
+@callqueue_task("callqueue.close_session", queue=BATCH_QUEUE, acks_late=True, reject_on_worker_lost=True)
+def close_session(call_session_id: str, outcome: str = "session_closed", force: bool = False) -> Result:
+    """Close the session: no more claims, pending students get ``outcome``; held ones too if ``force``."""
+    session_id = require_id("call_session_id", call_session_id, _limit())
+    result = require_id("outcome", outcome, _limit())
+    if not isinstance(force, bool):
+        raise InvalidArgument("force must be true or false", argument="force")
+    summary = _store().close_session(session_id, result, force, _current_request_id(), _report_progress)
+    log_event("session_closed", session=session_id, outcome=result, force=force, **summary)
+    return {"status": "closed", **summary}
+
+
+@callqueue_task("callqueue.reopen_session", queue=BATCH_QUEUE, acks_late=True, reject_on_worker_lost=True)
+def reopen_session(call_session_id: str) -> Result:
+    """Open a closed session again; students it closed return to the pool."""
+    session_id = require_id("call_session_id", call_session_id, _limit())
+    summary = _store().reopen_session(session_id, _current_request_id())
+    log_event("session_reopened", session=session_id, **summary)
+    return {"status": "open", **summary}
+
+
+def _report_progress(done: int, total: int) -> None:
+    """Publish ``PROGRESS`` with done/total so callers and Flower can follow a job."""
+    app.current_worker_task.update_state(state="PROGRESS", meta={"done": done, "total": total})
+
+
+def _batch_items(items: list) -> tuple[list[BatchItem], list[Result]]:
+    """Split the job's items into valid ones and per-item rejections."""
+    valid: list[BatchItem] = []
+    refused: list[Result] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append(_batch_item(index, item))
+        except Rejected as exc:
+            refused.append({"index": index, "status": "rejected", "error": exc.to_error()})
+    return valid, refused
+
+
+def _batch_item(index: int, item: Any) -> BatchItem:
+    label = f"items[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidArgument(f"{label} must be an object")
+    unknown = set(item) - {"call_session_id", "student_id", "outcome", "assistant_id", "assignment_token"}
+    if unknown:
+        raise InvalidArgument(f"{label} has unknown fields {sorted(map(str, unknown))}")
+    assistant = optional_id(f"{label}.assistant_id", item.get("assistant_id"), _limit())
+    token = item.get("assignment_token")
+    if (assistant is None) != (token is None):
+        raise InvalidArgument(f"{label}: give both assistant_id and assignment_token, or neither")
+    return BatchItem(
+        index=index,
+        call_session_id=require_id(f"{label}.call_session_id", item.get("call_session_id"), _limit()),
+        student_id=require_id(f"{label}.student_id", item.get("student_id"), _limit()),
+        outcome=require_id(f"{label}.outcome", item.get("outcome"), _limit()),
+        assistant_id=assistant,
+        assignment_token=None if token is None else require_token(f"{label}.assignment_token", token),
     )

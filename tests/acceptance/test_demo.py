@@ -39,7 +39,7 @@ def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
     assert re.search(r"completed\s*│\s*300\b", finished.stdout)
     assert re.search(r"Flower: http://127\.0\.0\.1:\d+/tasks", finished.stdout)
     started = pids_in(finished.stdout)
-    assert len(started) == 5  # mongod, redis-server, two worker pools, Flower
+    assert len(started) == 6  # mongod, redis-server, two worker pools, beat, Flower
     assert not [pid for pid in started if alive(pid)]
 
 
@@ -53,7 +53,7 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
         while "Ctrl-C" not in output and time.monotonic() < deadline:
             output += demo.stdout.readline()
         started = pids_in(output)
-        assert len(started) == 5 and all(alive(pid) for pid in started)
+        assert len(started) == 6 and all(alive(pid) for pid in started)
         demo.send_signal(signal.SIGINT)
         output += demo.communicate(timeout=120)[0]
     finally:

@@ -22,7 +22,7 @@ from config import load_settings
 from producers.client import AssignmentClient
 from producers.ops import COMMANDS
 from producers.results import Stats
-from producers.studentfile import read_students
+from producers.rowfile import ITEM_INTEGERS, STUDENT_INTEGERS, read_rows
 from workers.exceptions import CallqueueError, Rejected
 
 EXIT_REJECTED = 2
@@ -68,7 +68,7 @@ def _emit(payload: Any) -> None:
 def import_command(ctx: click.Context, path: Path, session_id: str, session_name: str | None,
                    chunk_size: int) -> None:
     """Import students from a CSV or JSON file, with a progress bar."""
-    rows = _run(lambda: read_students(path))
+    rows = _run(lambda: read_rows(path, STUDENT_INTEGERS))
     totals = {"received": 0, "inserted": 0, "duplicates": 0}
     with _client(ctx) as client, _progress() as progress:
         bar = progress.add_task(f"importing into {session_id}", total=len(rows))
@@ -139,7 +139,10 @@ def stats_command(ctx: click.Context, session_id: str, as_json: bool, watch: boo
     with _client(ctx) as client:
         if not watch:
             stats = _run(lambda: client.stats(session_id))
-            _emit(stats.__dict__) if as_json else Console().print(stats_table(stats))
+            if as_json:
+                _emit(stats.__dict__)
+            else:
+                Console().print(stats_table(stats))
             return
         with Live(stats_table(_run(lambda: client.stats(session_id))), refresh_per_second=4) as live:
             try:
@@ -161,6 +164,104 @@ def stats_table(stats: Stats) -> Table:
     for outcome, count in sorted(stats.completed_by_outcome.items()):
         table.add_row(f"  outcome {outcome}", str(count))
     return table
+
+
+@cli.command("heartbeat")
+@click.option("--session", "session_id", required=True)
+@click.option("--student", "student_id", required=True)
+@click.option("--assistant", "assistant_id", required=True)
+@click.option("--token", "assignment_token", type=int, required=True)
+@click.pass_context
+def heartbeat_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
+                      assignment_token: int) -> None:
+    """Renew your lease on a student you hold."""
+    with _client(ctx) as client:
+        update = _run(lambda: client.heartbeat(session_id, student_id, assistant_id, assignment_token))
+    _emit(update.__dict__)
+
+
+@cli.command("log-off")
+@click.option("--session", "session_id", required=True)
+@click.option("--assistant", "assistant_id", required=True)
+@click.pass_context
+def log_off_command(ctx: click.Context, session_id: str, assistant_id: str) -> None:
+    """Give back whatever the assistant holds in the session."""
+    with _client(ctx) as client:
+        released = _run(lambda: client.release_assistant(session_id, assistant_id))
+    _emit({"status": "ok", "call_session_id": session_id, "assistant_id": assistant_id, "released": released})
+
+
+@cli.command("lease")
+@click.option("--session", "session_id", required=True)
+@click.option("--seconds", "lease_seconds", type=click.IntRange(1), default=None,
+              help="Lease length for new claims; leave out to remove the lease.")
+@click.pass_context
+def lease_command(ctx: click.Context, session_id: str, lease_seconds: int | None) -> None:
+    """Set or remove the session's lease on assignments."""
+    with _client(ctx) as client:
+        _emit(_run(lambda: client.set_lease(session_id, lease_seconds)))
+
+
+@cli.command("reclaim")
+@click.pass_context
+def reclaim_command(ctx: click.Context) -> None:
+    """Return students whose lease ran out to the pool now (beat does this on schedule)."""
+    with _client(ctx) as client:
+        _emit({"status": "ok", "reclaimed": _run(client.reclaim_expired)})
+
+
+@cli.command("complete-batch")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def complete_batch_command(ctx: click.Context, path: Path) -> None:
+    """Complete many students from a CSV or JSON file of items, as one batch job.
+
+    Each item: call_session_id, student_id, outcome, and optionally
+    assistant_id with assignment_token. Prints a summary; per-item rejections
+    are listed with their codes.
+    """
+    items = _run(lambda: read_rows(path, ITEM_INTEGERS))
+    with _client(ctx) as client:
+        result = _with_progress(f"completing {len(items)} items",
+                                lambda report: client.complete_batch(items, on_progress=report))
+    rejected = [item for item in result["items"] if item["status"] == "rejected"]
+    _emit({key: result[key] for key in ("status", "total", "completed", "unchanged", "rejected")}
+          | {"rejections": rejected})
+
+
+@cli.command("close")
+@click.option("--session", "session_id", required=True)
+@click.option("--outcome", default="session_closed", show_default=True,
+              help="Outcome given to every pending student.")
+@click.option("--force", is_flag=True, help="Also end the holds of students assigned right now.")
+@click.pass_context
+def close_command(ctx: click.Context, session_id: str, outcome: str, force: bool) -> None:
+    """Close a session: no more claims; pending students get the outcome."""
+    with _client(ctx) as client:
+        _emit(_with_progress(f"closing {session_id}",
+                             lambda report: client.close_session(session_id, outcome, force, on_progress=report)))
+
+
+@cli.command("reopen")
+@click.option("--session", "session_id", required=True)
+@click.pass_context
+def reopen_command(ctx: click.Context, session_id: str) -> None:
+    """Open a closed session again; students it closed return to the pool."""
+    with _client(ctx) as client:
+        _emit(_run(lambda: client.reopen_session(session_id)))
+
+
+def _with_progress(label: str, job: Callable[[Callable[[int, int], None]], Any]) -> Any:
+    """Run a batch job with a progress bar driven by its PROGRESS updates."""
+    with _progress() as progress:
+        bar = progress.add_task(label, total=None)
+
+        def report(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        result = _run(lambda: job(report))
+        progress.update(bar, completed=progress.tasks[0].total or 0)
+    return result
 
 
 for _command in COMMANDS:

@@ -63,3 +63,26 @@ def test_a_malformed_file_is_refused_before_anything_is_sent(stack: Stack, serve
     assert refused.returncode == 2 and "priority must be an integer" in refused.stdout
     assert producers(server_env, "stats", "--session", session_id, "--json").returncode == 2
 
+
+
+def test_batch_commands_follow_the_job_with_a_progress_bar(stack: Stack, server_env: dict[str, str],
+                                                           session_id: str, tmp_path: Path) -> None:
+    students = tmp_path / "students.csv"
+    students.write_text("student_id,name\n" + "".join(f"s{n},Student {n}\n" for n in range(40)))
+    assert producers(server_env, "import", str(students), "--session", session_id).returncode == 0
+    items = tmp_path / "outcomes.csv"
+    items.write_text("call_session_id,student_id,outcome\n"
+                     + "".join(f"{session_id},{session_id}:s{n},loaded\n" for n in range(30)))
+
+    loaded = producers(server_env, "complete-batch", str(items))
+    assert loaded.returncode == 0, loaded.stderr
+    assert (json.loads(loaded.stdout)["completed"], json.loads(loaded.stdout)["rejected"]) == (30, 0)
+    assert "completing 30 items" in loaded.stderr
+
+    closed = producers(server_env, "close", "--session", session_id, "--outcome", "not_reached")
+    assert json.loads(closed.stdout)["closed_students"] == 10
+    refused = producers(server_env, "next", "--session", session_id, "--assistant", "alice")
+    assert refused.returncode == 2 and json.loads(refused.stdout)["error"]["code"] == "session_closed"
+    reopened = producers(server_env, "reopen", "--session", session_id)
+    assert json.loads(reopened.stdout)["reopened_students"] == 10
+    assert producers(server_env, "next", "--session", session_id, "--assistant", "alice").returncode == 0

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -77,6 +78,12 @@ class MongoServer:
     def stop(self) -> None:
         self.process.stop(timeout_seconds=30)
 
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop, stay down for ``down_seconds``, start again on the same port and data."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
 
 class RedisServer:
     """A redis-server on 127.0.0.1, optionally with ``requirepass`` and persistence."""
@@ -90,10 +97,17 @@ class RedisServer:
         self.process = ManagedProcess("redis-server", self._argv(), workdir / f"redis-{self.port}.log")
 
     def _argv(self) -> list[str]:
-        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir), "--daemonize", "no", "--save", "",
-                "--appendonly", "yes" if self.persistent else "no"]
-        return argv + (["--requirepass", self.password] if self.password else [])
+        """Settings go in a config file (mode 0600), so a password never shows in the process list."""
+        return [redis_binary(), str(self.data_dir / "redis.conf")]
+
+    def _write_config(self) -> None:
+        lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {self.data_dir}", "daemonize no", 'save ""',
+                 f"appendonly {'yes' if self.persistent else 'no'}"]
+        if self.password:
+            lines.append(f"requirepass {self.password}")
+        config = self.data_dir / "redis.conf"
+        config.touch(mode=0o600)
+        config.write_text("\n".join(lines) + "\n")
 
     def url(self, db: int = 0) -> str:
         auth = f":{self.password}@" if self.password else ""
@@ -101,6 +115,7 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
         self.process.start()
         wait_until(self._ping, STARTUP_TIMEOUT_SECONDS, f"redis-server on port {self.port}",
                    self.process.alive)
@@ -112,6 +127,12 @@ class RedisServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop, stay down for ``down_seconds``, start again on the same port."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
 
 
 class CeleryWorker:

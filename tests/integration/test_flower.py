@@ -264,7 +264,7 @@ def test_flower_tasks_page_shows_every_assignment_row_in_chromium(
         flower: RunningFlower, burst: Burst, chromium: Browser, artifacts_dir: Path) -> None:
     poll(lambda: assignment_tasks(flower, burst.session_id),
          lambda found: sum(t["state"] == "SUCCESS" for t in found) == BURST_SIZE, "burst seen by Flower")
-    page = flower.page_url("/tasks")
+    page = flower.page_url(f"/tasks?name={ASSIGN_TASK}")
     dom = run_chromium(chromium, ["--dump-dom", page])
     parser = TaskRows()
     parser.feed(dom)

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv redis bootstrap test demo bench clean
+.PHONY: help venv system bootstrap test demo bench clean
 
 help:
 	@echo "make demo   - start mongod, redis, workers and Flower; run the 20-assistant demo"
@@ -21,12 +21,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server (Debian package)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+# Debian packages: redis-server (the broker the stack starts), chromium (the
+# Flower browser test) and docker-compose (checks docker-compose.yml).
+system:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
-bootstrap: venv redis
+bootstrap: venv system
 
 test: bootstrap
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest $(PYTEST_ARGS)

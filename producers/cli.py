@@ -18,12 +18,16 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from config import load_settings
 from producers.client import AssignmentClient
+from producers.exporter import CallqueueCollector
 from producers.ops import COMMANDS
 from producers.results import Stats
 from producers.rowfile import ITEM_INTEGERS, STUDENT_INTEGERS, read_rows
 from workers.exceptions import CallqueueError, Rejected
+from workers.metrics import read_counters, redis_client
 
 EXIT_REJECTED = 2
 EXIT_UNAVAILABLE = 3
@@ -144,17 +148,29 @@ def stats_command(ctx: click.Context, session_id: str, as_json: bool, watch: boo
             else:
                 Console().print(stats_table(stats))
             return
-        with Live(stats_table(_run(lambda: client.stats(session_id))), refresh_per_second=4) as live:
-            try:
-                while True:
-                    time.sleep(interval)
-                    live.update(stats_table(_run(lambda: client.stats(session_id))))
-            except KeyboardInterrupt:
-                pass
+        _watch(client, session_id, interval)
 
 
-def stats_table(stats: Stats) -> Table:
-    """A table of one session's counts."""
+def _watch(client: AssignmentClient, session_id: str, interval: float) -> None:
+    """Refresh the table until Ctrl-C, with claims per second and rejections from the workers' counters."""
+    counters = redis_client(client.settings.broker_url)
+    previous = (time.monotonic(), read_counters(counters)[0].get("claimed", 0))
+    with Live(stats_table(_run(lambda: client.stats(session_id))), refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                events, rejections = read_counters(counters)
+                now = (time.monotonic(), events.get("claimed", 0))
+                rate = (now[1] - previous[1]) / (now[0] - previous[0])
+                live.update(stats_table(_run(lambda: client.stats(session_id)), rate, rejections))
+                previous = now
+        except KeyboardInterrupt:
+            pass
+
+
+def stats_table(stats: Stats, claims_per_second: float | None = None,
+                rejections: dict[str, int] | None = None) -> Table:
+    """A table of one session's counts, with the workers' rates when watching."""
     table = Table(title=f"call session {stats.call_session_id} ({stats.session_status})")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -163,7 +179,27 @@ def stats_table(stats: Stats) -> Table:
         table.add_row(label, str(value))
     for outcome, count in sorted(stats.completed_by_outcome.items()):
         table.add_row(f"  outcome {outcome}", str(count))
+    if claims_per_second is not None:
+        table.add_row("claims per second (all sessions)", f"{claims_per_second:.1f}")
+    for code, count in sorted((rejections or {}).items()):
+        table.add_row(f"  rejections {code} (all time)", str(count))
     return table
+
+
+@cli.command("metrics")
+@click.option("--port", type=click.IntRange(1, 65535), default=9808, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def metrics_command(port: int, address: str) -> None:
+    """Serve the domain figures for Prometheus at http://ADDRESS:PORT/metrics until Ctrl-C."""
+    registry = CollectorRegistry()
+    registry.register(CallqueueCollector(load_settings()))
+    server, thread = start_http_server(port, addr=address, registry=registry)
+    click.echo(f"serving callqueue metrics on http://{address}:{port}/metrics", err=True)
+    try:
+        while thread.is_alive():
+            thread.join(1)
+    except KeyboardInterrupt:
+        server.shutdown()
 
 
 @cli.command("heartbeat")

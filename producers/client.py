@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-import redis.exceptions
 from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
-from kombu.exceptions import OperationalError
 
 from config import Settings, load_settings
 from producers.results import Assigned, ImportResult, Stats, StudentUpdate
@@ -34,11 +33,6 @@ from workers.exceptions import (
     BrokerUnavailable, RequestTimedOut, TaskFailed, rejection_from_error,
 )
 
-CONNECTION_ERRORS = (OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                     ConnectionError, OSError)
-# Celery's result consumer raises RuntimeError once it gives up reconnecting;
-# the app is then unusable and is replaced.
-BACKEND_GAVE_UP = RuntimeError
 JOB_POLL_SECONDS = 0.2
 ProgressCallback = Callable[[int, int], None]
 PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
@@ -144,40 +138,34 @@ class AssignmentClient:
         """
         timeout = self.settings.batch_timeout_seconds
         try:
-            message = self.app.send_task(task_name, kwargs=kwargs, expires=timeout,
-                                         retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+            with _transport_faults():
+                message = self.app.send_task(task_name, kwargs=kwargs, expires=timeout,
+                                             retry=True, retry_policy=PUBLISH_RETRY_POLICY)
             result = _follow(message, on_progress or (lambda done, total: None), timeout)
-        except (*CONNECTION_ERRORS, BACKEND_GAVE_UP) as exc:
-            raise BrokerUnavailable(f"{task_name}: Redis unreachable ({type(exc).__name__})") from exc
-        if result.get("status") == "rejected":
-            raise rejection_from_error(result.get("error") or {})
-        return result
-
+        except _TransportFault as exc:
+            raise BrokerUnavailable(f"{task_name}: Redis unreachable ({exc})") from exc
+        return _raise_if_rejected(result)
 
     def call(self, task_name: str, **kwargs: Any) -> dict[str, Any]:
         """Send ``task_name`` and return its result, resending the same request on timeout.
 
         Raises the typed rejection for a ``rejected`` result.
         """
-        result = self._call_with_retries(task_name, kwargs)
-        if result.get("status") == "rejected":
-            raise rejection_from_error(result.get("error") or {})
-        return result
+        return _raise_if_rejected(self._call_with_retries(task_name, kwargs))
 
     def _call_with_retries(self, task_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         last_error: BaseException | None = None
         for attempt in range(self.retries + 1):
             try:
                 answer = self._call_once(task_name, kwargs)
-            except (*CONNECTION_ERRORS, BACKEND_GAVE_UP) as exc:
+            except _TransportFault as exc:
                 last_error = exc
                 self._reconnect(attempt)
                 continue
             if answer is not None:
                 return answer
         if last_error is not None:
-            raise BrokerUnavailable(f"{task_name}: Redis unreachable ({type(last_error).__name__})") \
-                from last_error
+            raise BrokerUnavailable(f"{task_name}: Redis unreachable ({last_error})") from last_error
         raise RequestTimedOut(f"{task_name}: no answer after {self.retries + 1} attempts "
                               f"of {self.timeout_seconds:g}s")
 
@@ -189,14 +177,15 @@ class AssignmentClient:
 
     def _call_once(self, task_name: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
         """One send and wait; None when it timed out or the message expired unrun."""
-        message = self.app.send_task(task_name, kwargs=kwargs, expires=self.timeout_seconds,
-                                     retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-        try:
-            result = message.get(timeout=self.timeout_seconds, propagate=False, interval=0.05)
-        except CeleryTimeout:
-            return None
-        finally:
-            message.backend.remove_pending_result(message)
+        with _transport_faults():
+            message = self.app.send_task(task_name, kwargs=kwargs, expires=self.timeout_seconds,
+                                         retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+            try:
+                result = message.get(timeout=self.timeout_seconds, propagate=False, interval=0.05)
+            except CeleryTimeout:
+                return None
+            finally:
+                message.backend.remove_pending_result(message)
         if message.state == states.REVOKED:
             return None
         if message.state == states.FAILURE:
@@ -204,11 +193,38 @@ class AssignmentClient:
         return result
 
 
+class _TransportFault(Exception):
+    """Sending a message or waiting for its result failed inside Celery, kombu or redis-py."""
+
+
+@contextmanager
+def _transport_faults() -> Iterator[None]:
+    """Turn any failure of the Celery transport into ``_TransportFault``.
+
+    While Redis restarts, Celery's result consumer fails in assorted ways
+    (connection errors, RuntimeError once it gives up, AttributeError from a
+    half-rebuilt pub/sub); the caller then replaces the app and resends.
+    """
+    try:
+        yield
+    except CeleryTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        raise _TransportFault(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _raise_if_rejected(result: dict[str, Any]) -> dict[str, Any]:
+    if result.get("status") == "rejected":
+        raise rejection_from_error(result.get("error") or {})
+    return result
+
+
 def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds: float) -> dict[str, Any]:
     """Poll a job's state, reporting progress, until it is ready or the timeout passes."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        state, info = message.state, message.info
+        with _transport_faults():
+            state, info = message.state, message.info
         if state == "PROGRESS" and isinstance(info, dict):
             on_progress(int(info.get("done", 0)), int(info.get("total", 0)))
         elif state in states.READY_STATES:

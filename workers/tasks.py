@@ -19,6 +19,7 @@ from celery import Task
 from workers.app import BATCH_QUEUE, app
 from workers.assignments import AssignmentStore, NewStudent
 from workers.eventlog import log_event
+from workers.metrics import count_event, redis_client
 from workers.exceptions import InfrastructureError, InvalidArgument, MissingArgument, Rejected
 from workers.models import BatchItem
 from workers.mongo import get_database
@@ -62,9 +63,14 @@ def callqueue_task(name: str, **options: Any) -> Callable[[Callable[..., Result]
     return register
 
 
+def report(event: str, amount: int = 1, code: str | None = None, **fields: Any) -> None:
+    """Log the event as one structured line and add it to the domain counters."""
+    log_event(event, code=code, **fields)
+    count_event(redis_client(app.settings.broker_url), event, amount, code)
+
+
 def _rejected(name: str, task: Task, exc: Rejected, started: float, **fields: Any) -> Result:
-    log_event("rejected", task=name, code=exc.code, request_id=task.request.id,
-              duration_ms=_ms(started), **fields)
+    report("rejected", code=exc.code, task=name, request_id=task.request.id, duration_ms=_ms(started), **fields)
     return {"status": "rejected", "error": exc.to_error()}
 
 
@@ -104,10 +110,10 @@ def assign_next_student(call_session_id: str, assistant_id: str, request_id: str
     store = _store()
     assignment = store.assign_next(store.open_session(session_id), assistant, request)
     if assignment is None:
-        log_event("exhausted", session=session_id, assistant=assistant, request_id=request,
+        report("exhausted", session=session_id, assistant=assistant, request_id=request,
                   duration_ms=_ms(started))
         return {"status": "exhausted", "call_session_id": session_id}
-    log_event("claimed", session=session_id, assistant=assistant, student=assignment.student_id,
+    report("claimed", session=session_id, assistant=assistant, student=assignment.student_id,
               token=assignment.assignment_token, request_id=request,
               already_held=assignment.already_held, duration_ms=_ms(started))
     return assignment.to_result()
@@ -124,7 +130,7 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
     result = require_id("outcome", outcome, _limit())
     token = require_token("assignment_token", assignment_token)
     state = _store().complete(session_id, student, assistant, token, result, _current_request_id())
-    log_event("completed", session=session_id, assistant=assistant, student=student, token=token,
+    report("completed", session=session_id, assistant=assistant, student=student, token=token,
               outcome=result, request_id=_current_request_id(), duration_ms=_ms(started))
     return state.to_result("completed")
 
@@ -138,7 +144,7 @@ def release_student(call_session_id: str, student_id: str, assistant_id: str, as
     assistant = require_id("assistant_id", assistant_id, _limit())
     token = require_token("assignment_token", assignment_token)
     state = _store().release(session_id, student, assistant, token, _current_request_id())
-    log_event("released", session=session_id, assistant=assistant, student=student, token=token,
+    report("released", session=session_id, assistant=assistant, student=student, token=token,
               request_id=_current_request_id(), duration_ms=_ms(started))
     return state.to_result("released")
 
@@ -160,7 +166,7 @@ def import_students(call_session_id: str, students: list, session_name: str | No
     rows = [_new_student(index, item) for index, item in
             enumerate(require_list("students", students, app.settings.max_import_students))]
     summary = _store().import_students(session_id, name, rows, app.settings.import_chunk_size)
-    log_event("imported", session=session_id, received=summary.received, inserted=summary.inserted,
+    report("imported", session=session_id, received=summary.received, inserted=summary.inserted,
               duration_ms=_ms(started))
     return summary.to_result()
 
@@ -198,7 +204,7 @@ def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignme
     token = require_token("assignment_token", assignment_token)
     store = _store()
     state = store.heartbeat(store.require_session(session_id), student, assistant, token)
-    log_event("heartbeat", session=session_id, assistant=assistant, student=student, token=token,
+    report("heartbeat", session=session_id, assistant=assistant, student=student, token=token,
               duration_ms=_ms(started))
     return state.to_result("renewed")
 
@@ -208,7 +214,7 @@ def reclaim_expired() -> Result:
     """Return every student whose lease ran out to the pool (run by beat)."""
     reclaimed = _store().reclaim_expired()
     if reclaimed:
-        log_event("reclaimed", count=reclaimed)
+        report("reclaimed", amount=reclaimed, count=reclaimed)
     return {"status": "ok", "reclaimed": reclaimed}
 
 
@@ -218,7 +224,7 @@ def release_assistant(call_session_id: str, assistant_id: str) -> Result:
     session_id = require_id("call_session_id", call_session_id, _limit())
     assistant = require_id("assistant_id", assistant_id, _limit())
     released = _store().release_assistant(session_id, assistant, _current_request_id())
-    log_event("assistant_released", session=session_id, assistant=assistant, count=released)
+    report("assistant_released", amount=released, count=released, session=session_id, assistant=assistant)
     return {"status": "ok", "call_session_id": session_id, "assistant_id": assistant, "released": released}
 
 
@@ -236,7 +242,7 @@ def complete_batch(items: list) -> Result:
     results = sorted(done + refused, key=lambda result: result["index"])
     counts = {status: sum(1 for r in results if r["status"] == status) for status in ("completed", "rejected")}
     unchanged = sum(1 for r in results if r.get("unchanged"))
-    log_event("batch_completed", total=len(results), duration_ms=_ms(started), unchanged=unchanged, **counts)
+    report("batch_completed", total=len(results), duration_ms=_ms(started), unchanged=unchanged, **counts)
     return {"status": "done", "total": len(results), **counts, "unchanged": unchanged, "items": results}
 
 
@@ -248,7 +254,7 @@ def close_session(call_session_id: str, outcome: str = "session_closed", force: 
     if not isinstance(force, bool):
         raise InvalidArgument("force must be true or false", argument="force")
     summary = _store().close_session(session_id, result, force, _current_request_id(), _report_progress)
-    log_event("session_closed", session=session_id, outcome=result, force=force, **summary)
+    report("session_closed", session=session_id, outcome=result, force=force, **summary)
     return {"status": "closed", **summary}
 
 
@@ -257,7 +263,7 @@ def reopen_session(call_session_id: str) -> Result:
     """Open a closed session again; students it closed return to the pool."""
     session_id = require_id("call_session_id", call_session_id, _limit())
     summary = _store().reopen_session(session_id, _current_request_id())
-    log_event("session_reopened", session=session_id, **summary)
+    report("session_reopened", session=session_id, **summary)
     return {"status": "open", **summary}
 
 

@@ -1,0 +1,67 @@
+"""Prometheus exporter for the figures Flower cannot know.
+
+``python -m producers metrics --port 9808`` serves, at ``/metrics``:
+
+- ``callqueue_events_total{event}``: claims, completions, releases, reclaims,
+  heartbeats ... as counted by the workers (``rate()`` gives claims per second);
+- ``callqueue_rejections_total{code}``: refused requests by rejection code;
+- ``callqueue_session_students{call_session_id, state}``: pending, assigned
+  and completed students of every open session;
+- ``callqueue_session_outcomes{call_session_id, outcome}`` and
+  ``callqueue_session_assistants_holding{call_session_id}``.
+
+Everything is read at scrape time from Redis (the counters) and MongoDB (the
+sessions), so the exporter holds no state and any number can run.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from config import Settings
+from workers.assignments import SESSIONS, AssignmentStore
+from workers.metrics import read_counters, redis_client
+from workers.models import CallSession
+from workers.mongo import get_database
+
+
+class CallqueueCollector(Collector):
+    """Reads the domain figures on every scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        events, rejections = read_counters(redis_client(self.settings.broker_url))
+        yield _counter("callqueue_events", "Events counted by the workers.", "event", events)
+        yield _counter("callqueue_rejections", "Refused requests by rejection code.", "code", rejections)
+        yield from self._session_gauges()
+
+    def _session_gauges(self) -> Iterator[Metric]:
+        database = get_database(self.settings)
+        store = AssignmentStore(database)
+        students = GaugeMetricFamily("callqueue_session_students", "Students of open sessions by state.",
+                                     labels=["call_session_id", "state"])
+        outcomes = GaugeMetricFamily("callqueue_session_outcomes", "Completed students by outcome.",
+                                     labels=["call_session_id", "outcome"])
+        holding = GaugeMetricFamily("callqueue_session_assistants_holding",
+                                    "Assistants holding a student right now.", labels=["call_session_id"])
+        for document in database[SESSIONS].find({"status": "open"}):
+            stats = store.stats(CallSession.from_document(document))
+            for state, value in (("pending", stats.pending), ("assigned", stats.assigned),
+                                 ("completed", sum(stats.completed.values()))):
+                students.add_metric([stats.call_session_id, state], value)
+            for outcome, value in stats.completed.items():
+                outcomes.add_metric([stats.call_session_id, outcome], value)
+            holding.add_metric([stats.call_session_id], len(stats.holders))
+        yield from (students, outcomes, holding)
+
+
+def _counter(name: str, documentation: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family

@@ -1,0 +1,61 @@
+"""The domain figures Flower cannot know, exported for Prometheus."""
+
+from __future__ import annotations
+
+import re
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from devstack.processes import ManagedProcess, free_port, wait_until
+from devstack.servers import project_env
+from devstack.stack import Stack
+from producers.client import AssignmentClient
+from tests.integration.helpers import seed
+from workers.exceptions import UnknownSession
+
+
+@pytest.fixture()
+def exporter(stack: Stack, server_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    process = ManagedProcess("exporter", [sys.executable, "-m", "producers", "metrics", "--port", str(port)],
+                             tmp_path / "exporter.log", project_env(server_env))
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        process.start()
+        wait_until(lambda: scrape(url) is not None, 30, "metrics exporter", process.alive)
+        yield url
+    finally:
+        process.stop()
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_exporter_counts_claims_rejections_and_session_figures(exporter: str, client: AssignmentClient,
+                                                               session_id: str) -> None:
+    seed(client, session_id, 10)
+    before = scrape(exporter)
+    for assistant in ("a", "b", "c"):
+        client.assign_next(session_id, assistant)
+    with pytest.raises(UnknownSession):
+        client.assign_next(f"{session_id}-missing", "a")
+
+    after = scrape(exporter)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert delta('callqueue_events_total{event="claimed"}') == 3
+    assert delta('callqueue_rejections_total{code="unknown_session"}') == 1
+    assert after[f'callqueue_session_students{{call_session_id="{session_id}",state="pending"}}'] == 7
+    assert after[f'callqueue_session_students{{call_session_id="{session_id}",state="assigned"}}'] == 3
+    assert after[f'callqueue_session_assistants_holding{{call_session_id="{session_id}"}}'] == 3
+    assert not [name for name in after if re.search(r"password|secret", name)]

@@ -35,7 +35,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKER_DIR = ROOT / "docker"
 APP_SERVICES = ("worker-assignments", "worker-batch", "beat", "flower")
 WORKER_QUEUES = {"worker-assignments": ASSIGNMENTS_QUEUE, "worker-batch": BATCH_QUEUE}
-SERVICES = {"mongo", "redis", *APP_SERVICES}
+EXPORTER = "metrics"
+SERVICES = {"mongo", "redis", *APP_SERVICES, EXPORTER}
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 ASSIGNMENT = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 URL_WITH_LITERAL_PASSWORD = re.compile(r"[a-z+]+://[^\s/:@]*:(?!\$)[^\s/@]+@")
@@ -124,6 +125,19 @@ def app_environment(service: dict[str, Any], env: dict[str, str]) -> dict[str, s
 
 def test_compose_defines_exactly_the_production_services(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == SERVICES
+
+
+def test_the_metrics_service_runs_the_projects_exporter_unpublished(services: dict[str, dict[str, Any]],
+                                                                      example_env: dict[str, str]) -> None:
+    from producers.cli import cli
+
+    exporter = services[EXPORTER]
+    argv = command_of(exporter, example_env)
+    assert argv[:4] == ["python", "-m", "producers", "metrics"]
+    assert "metrics" in cli.commands
+    cli.commands["metrics"].make_context("metrics", argv[4:])  # every option exists
+    assert "ports" not in exporter and exporter["image"] == services["worker-assignments"]["image"]
+    assert set(app_environment(exporter, example_env)) >= settings_variables()
 
 
 def test_every_app_service_runs_the_projects_celery_app(services: dict[str, dict[str, Any]],

@@ -94,9 +94,3 @@ def run_in_processes(settings: Settings, session_id: str, processes: int, thread
         results = pool.starmap(run_assistants, [(settings, session_id, ids, behaviour) for ids in groups])
     return [log for group in results for log in group]
 
-
-def timed(function, *args):  # type: ignore[no-untyped-def]
-    """``function(*args)`` and the seconds it took."""
-    started = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - started

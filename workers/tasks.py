@@ -96,6 +96,15 @@ def _limit() -> int:
     return app.settings.max_id_length
 
 
+def _holder_arguments(call_session_id: Any, student_id: Any, assistant_id: Any,
+                      assignment_token: Any) -> tuple[str, str, str, int]:
+    """The four arguments that name one hold: session, student, assistant, token."""
+    return (require_id("call_session_id", call_session_id, _limit()),
+            require_id("student_id", student_id, _limit()),
+            require_id("assistant_id", assistant_id, _limit()),
+            require_token("assignment_token", assignment_token))
+
+
 @callqueue_task("callqueue.assign_next_student", acks_late=True, reject_on_worker_lost=True)
 def assign_next_student(call_session_id: str, assistant_id: str, request_id: str | None = None) -> Result:
     """Hand the assistant one student (or the one they hold already).
@@ -124,11 +133,9 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
                      assignment_token: int) -> Result:
     """Record the outcome of a call; only the current holder with the current token may."""
     started = time.perf_counter()
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    student = require_id("student_id", student_id, _limit())
-    assistant = require_id("assistant_id", assistant_id, _limit())
+    session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
+                                                              assignment_token)
     result = require_id("outcome", outcome, _limit())
-    token = require_token("assignment_token", assignment_token)
     state = _store().complete(session_id, student, assistant, token, result, _current_request_id())
     report("completed", session=session_id, assistant=assistant, student=student, token=token,
               outcome=result, request_id=_current_request_id(), duration_ms=_ms(started))
@@ -139,10 +146,8 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
 def release_student(call_session_id: str, student_id: str, assistant_id: str, assignment_token: int) -> Result:
     """The holder gives the student back to the pool."""
     started = time.perf_counter()
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    student = require_id("student_id", student_id, _limit())
-    assistant = require_id("assistant_id", assistant_id, _limit())
-    token = require_token("assignment_token", assignment_token)
+    session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
+                                                              assignment_token)
     state = _store().release(session_id, student, assistant, token, _current_request_id())
     report("released", session=session_id, assistant=assistant, student=student, token=token,
               request_id=_current_request_id(), duration_ms=_ms(started))
@@ -198,10 +203,8 @@ def set_lease(call_session_id: str, lease_seconds: int | None) -> Result:
 def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignment_token: int) -> Result:
     """The holder renews its lease on the student."""
     started = time.perf_counter()
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    student = require_id("student_id", student_id, _limit())
-    assistant = require_id("assistant_id", assistant_id, _limit())
-    token = require_token("assignment_token", assignment_token)
+    session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
+                                                              assignment_token)
     store = _store()
     state = store.heartbeat(store.require_session(session_id), student, assistant, token)
     report("heartbeat", session=session_id, assistant=assistant, student=student, token=token,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import after_setup_logger
+from celery.signals import after_setup_logger, after_setup_task_logger
 from kombu import Queue
 
 from config import Settings, load_settings
@@ -91,5 +91,6 @@ def use_json_logs(logger: logging.Logger, **_: object) -> None:
 
 
 after_setup_logger.connect(use_json_logs)
+after_setup_task_logger.connect(use_json_logs)
 
 app = create_app()

@@ -15,6 +15,8 @@ import os
 import threading
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 METRICS_KEY = "callqueue:metrics"
 EVENT_PREFIX = "events:"
@@ -31,8 +33,9 @@ def redis_client(url: str) -> redis.Redis:
     client = _clients.get(key)
     if client is None:
         with _lock:
-            client = _clients.setdefault(key, redis.Redis.from_url(url, socket_timeout=1.0,
-                                                                   socket_connect_timeout=1.0))
+            client = _clients.setdefault(key, redis.Redis.from_url(
+                url, socket_timeout=1.0, socket_connect_timeout=1.0,
+                retry=Retry(NoBackoff(), 0)))  # a lost count beats a slow task
     return client
 
 

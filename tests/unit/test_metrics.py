@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
-import redis
 
-from workers.metrics import count_event, read_counters
+from workers.metrics import count_event, read_counters, redis_client
 
 
 def test_events_and_rejection_codes_are_counted_separately() -> None:
@@ -21,6 +20,6 @@ def test_events_and_rejection_codes_are_counted_separately() -> None:
 
 
 def test_an_unreachable_redis_skips_the_count_instead_of_failing(caplog: pytest.LogCaptureFixture) -> None:
-    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    unreachable = redis_client("redis://127.0.0.1:1/0")
     count_event(unreachable, "claimed")
     assert "metrics not counted" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from pymongo import MongoClient
 from rich.console import Console
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from devstack.assistants import AssistantLog, Behaviour, run_assistants
 from devstack.audit import AuditReport, audit_session
+from devstack.servers import MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
 from producers.client import AssignmentClient
 
@@ -44,7 +46,7 @@ def run_demo(options: DemoOptions, stack_options: StackOptions) -> bool:
 def _print_stack(stack: Stack) -> None:
     table = Table(title="callqueue stack", show_header=False)
     table.add_row("MongoDB", _where(stack.mongo, stack.env["MONGO_URL"]))
-    table.add_row("Redis", _where(stack.redis, "external"))
+    table.add_row("Redis", _where(stack.redis, stack.env["CELERY_BROKER_URL"]))
     for worker in stack.workers:
         table.add_row(f"worker ({worker.queue})", f"pid {worker.process.pid}")
     if stack.beat:
@@ -54,9 +56,10 @@ def _print_stack(stack: Stack) -> None:
     console.print(table)
 
 
-def _where(server: object, external: str) -> str:
+def _where(server: MongoServer | RedisServer | None, url: str) -> str:
+    """Where a server is: ours (port and pid), or the external host, never with credentials."""
     if server is None:
-        return f"external: {external.split('@')[-1]}"
+        return f"external: {urlsplit(url).netloc.rsplit('@', 1)[-1]}"
     return f"127.0.0.1:{server.port} (pid {server.process.pid})"
 
 

@@ -61,3 +61,14 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
             demo.kill()
     assert demo.returncode in (0, 130), output
     assert not [pid for pid in started if alive(pid)]
+
+
+def test_demo_uses_the_servers_named_in_the_environment(server_env: dict[str, str]) -> None:
+    env = {**demo_env(), **{name: server_env[name] for name in DEMO_VARIABLES}}
+    finished = subprocess.run([sys.executable, "-m", "devstack", "demo", "--students", "60", "--assistants", "4"],
+                              capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env=env)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    mongo_port = server_env["MONGO_URL"].rsplit(":", 1)[1].strip("/")
+    assert re.search(rf"MongoDB\s*│\s*external: 127\.0\.0\.1:{mongo_port}", finished.stdout)
+    assert re.search(r"Redis\s*│\s*external", finished.stdout)
+    assert len(pids_in(finished.stdout)) == 4  # two worker pools, beat, Flower: no servers of its own

@@ -25,12 +25,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
+from kombu.exceptions import EncodeError
 
 from config import Settings, load_settings
 from producers.results import Assigned, ImportResult, Stats, StudentUpdate
 from workers.app import CallqueueCelery, create_app
 from workers.exceptions import (
-    BrokerUnavailable, RequestTimedOut, TaskFailed, rejection_from_error,
+    BrokerUnavailable, InvalidArgument, RequestTimedOut, TaskFailed, rejection_from_error,
 )
 
 JOB_POLL_SECONDS = 0.2
@@ -209,6 +210,8 @@ def _transport_faults() -> Iterator[None]:
         yield
     except CeleryTimeout:
         raise
+    except EncodeError as exc:  # the caller's arguments cannot be written as JSON: their error, not an outage
+        raise InvalidArgument(f"arguments cannot be sent as JSON: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - see docstring
         raise _TransportFault(f"{type(exc).__name__}: {exc}") from exc
 

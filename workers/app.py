@@ -13,14 +13,44 @@ import logging
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 from kombu import Queue
+from kombu.serialization import register as register_serializer
+from kombu.utils import json as kombu_json
 
 from config import Settings, load_settings
 from workers.eventlog import JsonFormatter
+
+# Deeper than any valid callqueue message (student payloads nest at most 8 levels).
+MAX_MESSAGE_DEPTH = 32
 
 ASSIGNMENTS_QUEUE = "assignments"
 BATCH_QUEUE = "batch"
 BATCH_TASKS = ("callqueue.import_students", "callqueue.complete_batch", "callqueue.close_session",
                "callqueue.reopen_session")
+
+
+def load_json_bounded(data: bytes | str) -> object:
+    """Decode a JSON message, replacing anything nested deeper than ``MAX_MESSAGE_DEPTH`` by a marker.
+
+    The worker pickles decoded arguments to its pool children; a value nested
+    a few hundred levels deep overflows that pickling and kills the worker's
+    main process. The marker (``{"$too_deep": true}``) fails every argument
+    check, so such a call ends in a clean ``invalid_argument``.
+    """
+    value = kombu_json.loads(data)
+    pending = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while pending:
+        container, depth = pending.pop()
+        for key, child in list(container.items() if isinstance(container, dict) else enumerate(container)):
+            if isinstance(child, (dict, list)):
+                if depth >= MAX_MESSAGE_DEPTH:
+                    container[key] = {"$too_deep": True}
+                else:
+                    pending.append((child, depth + 1))
+    return value
+
+
+register_serializer("json", kombu_json.dumps, load_json_bounded, content_type="application/json",
+                    content_encoding="utf-8")
 
 
 class CallqueueCelery(Celery):
@@ -60,7 +90,7 @@ def celery_config(settings: Settings) -> dict:
         "task_send_sent_event": True,
         "task_track_started": False,
         "result_expires": settings.result_expires_seconds,
-        "result_extended": True,
+        "result_extended": False,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds},

@@ -224,7 +224,9 @@ class AssignmentStore:
                 if held is not None:
                     return held
                 continue  # the held student was completed or released meanwhile: claim afresh
-            return None if document is None else Assignment.from_document(document)
+            if document is None:  # nobody pending: an assistant who holds a student still gets it back
+                return self._held_by(session.id, assistant_id, request_id)
+            return Assignment.from_document(document)
         return self._held_by(session.id, assistant_id, request_id)
 
     def _claim(self, session: CallSession, assistant_id: str, request_id: str,
@@ -621,7 +623,7 @@ def _why_not_held(state: StudentState, assistant_id: str, token: int) -> Rejecte
 
 def _student_document(session_id: str, row: NewStudent, default_position: int) -> dict[str, Any]:
     return {
-        "_id": f"{session_id}:{row.student_key()}",
+        "_id": f"{_escape_separator(session_id)}:{row.student_key()}",
         "call_session_id": session_id,
         "student": row.student,
         "priority": row.priority,
@@ -635,6 +637,11 @@ def _student_document(session_id: str, row: NewStudent, default_position: int) -
         "completed_by": None,
         "history": [],
     }
+
+
+def _escape_separator(session_id: str) -> str:
+    """The session part of a student ``_id``: ``\\`` and ``:`` escaped, so "a" + "b:c" never equals "a:b" + "c"."""
+    return session_id.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

@@ -31,6 +31,19 @@ Result = dict[str, Any]
 RESERVED_ROW_KEYS = ("student_id", "priority", "position")
 
 
+class CallqueueTask(Task):
+    """Celery's Task whose call passes a caller's keyword named ``self`` on to the wrapper as data.
+
+    Celery's own ``__call__`` names its first parameter ``self``, so a message
+    with ``kwargs={"self": ...}`` raised TypeError before the wrapper ran.
+    """
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        if self.request_stack.top is not None and not self.request.called_directly:
+            return self.run(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
 def callqueue_task(name: str, **options: Any) -> Callable[[Callable[..., Result]], Task]:
     """Register ``body`` as task ``name``, turning bad calls into ``rejected`` results.
 
@@ -43,11 +56,11 @@ def callqueue_task(name: str, **options: Any) -> Callable[[Callable[..., Result]
     def register(body: Callable[..., Result]) -> Task:
         signature = inspect.signature(body)
 
-        @app.task(name=name, bind=True, typing=False, autoretry_for=(InfrastructureError,),
+        @app.task(name=name, base=CallqueueTask, bind=True, typing=False, autoretry_for=(InfrastructureError,),
                   retry_backoff=True, retry_backoff_max=settings.task_retry_backoff_max_seconds,
                   retry_jitter=True, max_retries=settings.task_max_retries, **options)
         @functools.wraps(body)
-        def run(self: Task, *args: Any, **kwargs: Any) -> Result:
+        def run(self: Task, /, *args: Any, **kwargs: Any) -> Result:
             started = time.perf_counter()
             try:
                 bound = signature.bind(*args, **kwargs)
@@ -96,11 +109,16 @@ def _limit() -> int:
     return app.settings.max_id_length
 
 
+def _student_id_limit() -> int:
+    """A student id as handed out: the session id (escaped, up to twice as long), ':', the row's id."""
+    return 3 * app.settings.max_id_length + 1
+
+
 def _holder_arguments(call_session_id: Any, student_id: Any, assistant_id: Any,
                       assignment_token: Any) -> tuple[str, str, str, int]:
     """The four arguments that name one hold: session, student, assistant, token."""
     return (require_id("call_session_id", call_session_id, _limit()),
-            require_id("student_id", student_id, _limit()),
+            require_id("student_id", student_id, _student_id_limit()),
             require_id("assistant_id", assistant_id, _limit()),
             require_token("assignment_token", assignment_token))
 
@@ -301,7 +319,7 @@ def _batch_item(index: int, item: Any) -> BatchItem:
     return BatchItem(
         index=index,
         call_session_id=require_id(f"{label}.call_session_id", item.get("call_session_id"), _limit()),
-        student_id=require_id(f"{label}.student_id", item.get("student_id"), _limit()),
+        student_id=require_id(f"{label}.student_id", item.get("student_id"), _student_id_limit()),
         outcome=require_id(f"{label}.outcome", item.get("outcome"), _limit()),
         assistant_id=assistant,
         assignment_token=None if token is None else require_token(f"{label}.assignment_token", token),

@@ -53,6 +53,21 @@ def test_second_press_returns_the_student_already_held(store: AssignmentStore) -
     assert store.stats(store.open_session("s")).assigned == 1
 
 
+def test_holder_of_the_last_student_gets_it_back_rather_than_exhausted(store: AssignmentStore) -> None:
+    import_rows(store, "s", 1)
+    first = claim(store, "s", "alice", "r1")
+    again = claim(store, "s", "alice", "r2")
+    assert again is not None and again.student_id == first.student_id and again.already_held
+    assert claim(store, "s", "bob", "r3") is None
+
+
+def test_student_ids_of_sessions_sharing_a_prefix_never_collide(store: AssignmentStore) -> None:
+    store.import_students("X", None, [NewStudent({"n": 1}, key="b:c")])
+    second = store.import_students("X:b", None, [NewStudent({"n": 2}, key="c")])
+    assert second.inserted == 1
+    assert claim(store, "X:b", "alice", "r1").student == {"n": 2}
+
+
 def test_same_request_id_returns_the_same_student_not_flagged_as_held(store: AssignmentStore) -> None:
     import_rows(store, "s", 5)
     first = claim(store, "s", "alice", "r1")

@@ -1,0 +1,71 @@
+"""``python -m bench`` (``make bench``): the whole benchmark in one run, or ``--quick`` for a smoke run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from bench.integrity import combine as combine_integrity
+from bench.pool import PROCESSES, THREADS, BenchError
+from bench.report import print_summary, summarise, targets, to_json, write_files
+from bench.run import BenchConfig, run_benchmark
+from bench.servers import WorkerOptions
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="About a minute: one repeat and short windows (a smoke run).")
+@click.option("--engine-mode", type=click.Choice([THREADS, PROCESSES]), default=THREADS, show_default=True,
+              help="Racing engine clients as threads of one process (each with its own MongoClient) "
+                   "or as processes; threads measured faster on 2 cores (docs/performance.md).")
+@click.option("--pool", "worker_pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork",
+              show_default=True, help="Celery pool of the benchmark's assignment worker.")
+@click.option("--concurrency", type=int, default=2, show_default=True, help="Worker pool size.")
+@click.option("--prefetch", type=int, default=None,
+              help="Override CALLQUEUE_WORKER_PREFETCH_MULTIPLIER for the workers (default: settings).")
+@click.option("--worker-loglevel", default=None, help="Override the workers' --loglevel (default: INFO).")
+@click.option("--caller-processes", type=int, default=None, help="Processes the 64 Celery callers run in.")
+@click.option("--strict", is_flag=True, help="Exit with status 2 when a target ratio fails.")
+def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, prefetch: int | None,
+         worker_loglevel: str | None, caller_processes: int | None, strict: bool) -> None:
+    """Measure the claim engine and the Celery round trip; write bench/results/*.json and *.png."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    workers = WorkerOptions(pool=worker_pool, concurrency=concurrency, prefetch_multiplier=prefetch,
+                            loglevel=worker_loglevel)
+    overrides = {"engine_mode": engine_mode, "workers": workers}
+    if caller_processes:
+        overrides["celery_caller_processes"] = caller_processes
+    config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
+    load = {"start": list(os.getloadavg())}
+    try:
+        results = run_benchmark(config, say=_say)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    load["end"] = list(os.getloadavg())
+    summary = summarise(results)
+    goals = targets(summary, results, config)
+    print_summary(summary, results, goals, config, say=_say)
+    json_path, png_path = write_files(to_json(config, results, summary, goals, load), summary)
+    _say(f"\nload average (1 min) at start {load['start'][0]:.1f}, at end {load['end'][0]:.1f} "
+         f"on {os.cpu_count()} cores")
+    _say(f"results: {json_path}\nchart:   {png_path}")
+    if not combine_integrity("all", results.integrity).ok:
+        sys.exit(1)
+    if strict and not all(goal.passed for goal in goals):
+        sys.exit(2)
+
+
+def _say(line: str) -> None:
+    click.echo(line)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every ``finally`` stops what it started."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -143,6 +144,7 @@ def _meta(load: dict[str, list[float]]) -> dict[str, Any]:
     import pymongo
     return {
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": _git_state(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -150,6 +152,20 @@ def _meta(load: dict[str, list[float]]) -> dict[str, Any]:
         "pymongo": pymongo.version,
         "load_average_1m": load,
     }
+
+
+def _git_state() -> dict[str, Any]:
+    """The commit measured, and which files under test differed from it (the tree is shared)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = git("status", "--porcelain", "--", "workers", "config", "producers", "devstack").splitlines()
+    return {"head": git("rev-parse", "HEAD").strip(), "uncommitted": [line[3:] for line in changed]}
 
 
 def write_files(document: dict[str, Any], summary: Summary, directory: Path = RESULTS_DIR) -> tuple[Path, Path]:

@@ -49,6 +49,8 @@ class Settings:
     client_timeout_seconds: float = 10.0
     # How many times the producer client resends a request that timed out.
     client_retries: int = 3
+    # How long a worker trusts that a session is open before reading it again (see workers/session_cache.py).
+    session_cache_seconds: float = 1.0
     # Longest accepted id (session, student, assistant, request) or outcome.
     max_id_length: int = 128
     # Largest accepted student payload, in bytes of compact JSON.

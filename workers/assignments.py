@@ -50,7 +50,7 @@ STUDENTS = "call_session_students"
 CLAIM_ORDER = [("priority", DESCENDING), ("position", ASCENDING)]
 CLAIM_INDEX = "claim_order"
 ONE_PER_ASSISTANT_INDEX = "one_student_per_assistant"
-REQUEST_INDEX = "claim_request_id"
+REQUEST_INDEX = "served_request_ids"
 LEASE_INDEX = "lease_expiry"
 CLAIM_ATTEMPTS = 3
 SESSION_CHUNK = 1000
@@ -102,7 +102,8 @@ def ensure_indexes(database: Database) -> None:
             unique=True,
             partialFilterExpression={"filter_status": PENDING, "assigned_to": {"$type": "string"}},
         ),
-        IndexModel([("history.request_id", ASCENDING)], name=REQUEST_INDEX, sparse=True),
+        IndexModel([("claim_request_ids", ASCENDING)], name=REQUEST_INDEX, unique=True,
+                   partialFilterExpression={"claim_request_ids": {"$exists": True}}),
         IndexModel([("lease_expires_at", ASCENDING)], name=LEASE_INDEX),
     ])
 
@@ -211,29 +212,39 @@ class AssignmentStore:
         Returns the claimed student, the student the assistant already holds
         (``already_held``), the student this ``request_id`` was given before
         (a retried or redelivered request), or None when nobody is left.
-        The claim itself is one atomic ``find_one_and_update`` (see module doc).
+
+        The claim itself is one atomic ``find_one_and_update`` (see module
+        doc), and on the common path it is the only operation: the claim adds
+        ``request_id`` to the student's ``claim_request_ids``, whose unique
+        index makes MongoDB refuse a second claim under a request id already
+        served, just as ``one_student_per_assistant`` refuses a second student
+        to an assistant. Only when a claim is refused, or finds nobody, does a
+        read follow, to find the earlier answer.
         """
-        earlier = self._answer_for_request(session.id, assistant_id, request_id)
-        if earlier is not None:
-            return earlier
         for _attempt in range(CLAIM_ATTEMPTS):
             try:
                 document = self._claim(session, assistant_id, request_id, now or utcnow())
             except DuplicateKeyError:
-                held = self._held_by(session.id, assistant_id, request_id)
-                if held is not None:
-                    return held
+                answer = self._earlier_answer(session.id, assistant_id, request_id)
+                if answer is not None:
+                    return answer
                 continue  # the held student was completed or released meanwhile: claim afresh
-            if document is None:  # nobody pending: an assistant who holds a student still gets it back
-                return self._held_by(session.id, assistant_id, request_id)
+            if document is None:
+                return self._earlier_answer(session.id, assistant_id, request_id)
             return Assignment.from_document(document)
         return self._held_by(session.id, assistant_id, request_id)
+
+    def _earlier_answer(self, session_id: str, assistant_id: str, request_id: str) -> Assignment | None:
+        """What this request or this assistant already has, read only when the claim did not hand out a new one."""
+        return (self._answer_for_request(session_id, assistant_id, request_id)
+                or self._held_by(session_id, assistant_id, request_id))
 
     def _claim(self, session: CallSession, assistant_id: str, request_id: str,
                now: datetime) -> Mapping[str, Any] | None:
         """The one atomic claim: match a pending, unassigned student and take it."""
         return self.students.find_one_and_update(
-            {"call_session_id": session.id, "filter_status": PENDING, "assigned_to": None},
+            {"call_session_id": session.id, "filter_status": PENDING, "assigned_to": None,
+             "claim_request_ids": {"$ne": request_id}},  # a request never takes back a student it gave up
             _claim_update(assistant_id, request_id, now, session.lease_seconds),
             sort=CLAIM_ORDER,
             projection=ASSIGNMENT_FIELDS,
@@ -244,7 +255,7 @@ class AssignmentStore:
     def _answer_for_request(self, session_id: str, assistant_id: str, request_id: str) -> Assignment | None:
         """The answer already given to ``request_id``, if it was served before."""
         document = self.students.find_one(
-            {"history": {"$elemMatch": {"request_id": request_id, "event": "claimed"}}},
+            {"claim_request_ids": request_id},
             {**ASSIGNMENT_FIELDS, "filter_status": 1,
              "history": {"$elemMatch": {"request_id": request_id, "event": "claimed"}}},
         )
@@ -507,7 +518,7 @@ def utcnow() -> datetime:
 
 def _claim_update(assistant_id: str, request_id: str, now: datetime,
                   lease_seconds: int | None) -> list[dict[str, Any]]:
-    """The claim's update: holder, time, lease, token + 1, and a history entry with that token.
+    """The claim's update: holder, time, lease, token + 1, a history entry with that token, the request id.
 
     A pipeline update, so the history entry can carry the token the same
     operation produces. Caller values are wrapped in ``$literal`` so that no
@@ -521,11 +532,15 @@ def _claim_update(assistant_id: str, request_id: str, now: datetime,
             "lease_expires_at": lease,
             "assignment_token": {"$add": [{"$ifNull": ["$assignment_token", 0]}, 1]},
         }},
-        {"$set": {"history": {"$concatArrays": [
-            {"$ifNull": ["$history", []]},
-            [{"event": "claimed", "assistant_id": {"$literal": assistant_id}, "token": "$assignment_token",
-              "request_id": {"$literal": request_id}, "at": now}],
-        ]}}},
+        {"$set": {
+            "history": {"$concatArrays": [
+                {"$ifNull": ["$history", []]},
+                [{"event": "claimed", "assistant_id": {"$literal": assistant_id}, "token": "$assignment_token",
+                  "request_id": {"$literal": request_id}, "at": now}],
+            ]},
+            "claim_request_ids": {"$concatArrays": [{"$ifNull": ["$claim_request_ids", []]},
+                                                    [{"$literal": request_id}]]},
+        }},
     ]
 
 

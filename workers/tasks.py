@@ -22,6 +22,7 @@ from workers.eventlog import log_event
 from workers.metrics import count_event, redis_client
 from workers.exceptions import InfrastructureError, InvalidArgument, MissingArgument, Rejected
 from workers.models import BatchItem
+from workers.session_cache import OpenSessionCache
 from workers.mongo import get_database
 from workers.validation import (
     optional_id, require_document, require_id, require_int, require_list, require_text, require_token,
@@ -105,6 +106,9 @@ def _current_request_id() -> str:
     return str(app.current_worker_task.request.id)
 
 
+_open_sessions = OpenSessionCache(app.settings.session_cache_seconds)
+
+
 def _limit() -> int:
     return app.settings.max_id_length
 
@@ -135,8 +139,9 @@ def assign_next_student(call_session_id: str, assistant_id: str, request_id: str
     assistant = require_id("assistant_id", assistant_id, _limit())
     request = optional_id("request_id", request_id, _limit()) or _current_request_id()
     store = _store()
-    assignment = store.assign_next(store.open_session(session_id), assistant, request)
+    assignment = store.assign_next(_open_sessions.open_session(store, session_id), assistant, request)
     if assignment is None:
+        store.open_session(session_id)  # read afresh: a session closed meanwhile is refused as closed
         report("exhausted", session=session_id, assistant=assistant, request_id=request,
                   duration_ms=_ms(started))
         return {"status": "exhausted", "call_session_id": session_id}

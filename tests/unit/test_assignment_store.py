@@ -158,8 +158,9 @@ def test_claim_walks_the_covering_index_without_sorting(store: AssignmentStore,
         import_rows(store, session, size)
         plan = engine_database.command("explain", {
             "findAndModify": STUDENTS,
-            "query": {"call_session_id": session, "filter_status": "", "assigned_to": None},
-            "sort": {"priority": -1, "position": 1}, "update": {"$set": {"x": 1}},
+            "query": {"call_session_id": session, "filter_status": "", "assigned_to": None,
+                      "claim_request_ids": {"$ne": "press-1"}},
+            "sort": {"priority": -1, "position": 1}, "update": {"$set": {"x": 1}}, "hint": CLAIM_INDEX,
         }, verbosity="executionStats")
         stages = str(plan["queryPlanner"]["winningPlan"])
         assert CLAIM_INDEX in stages and "'SORT'" not in stages

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from devstack.servers import PROJECT_ROOT
+from devstack.servers import PROJECT_ROOT, RedisServer
 
 DEMO_VARIABLES = ("MONGO_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
 
@@ -63,8 +63,11 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
     assert not [pid for pid in started if alive(pid)]
 
 
-def test_demo_uses_the_servers_named_in_the_environment(server_env: dict[str, str]) -> None:
-    env = {**demo_env(), **{name: server_env[name] for name in DEMO_VARIABLES}}
+def test_demo_uses_the_servers_named_in_the_environment(server_env: dict[str, str],
+                                                       redis_server: RedisServer) -> None:
+    # Redis databases of its own, so that the test session's workers never take the demo's tasks.
+    env = {**demo_env(), "MONGO_URL": server_env["MONGO_URL"], "CELERY_BROKER_URL": redis_server.url(12),
+           "CELERY_RESULT_BACKEND": redis_server.url(13)}
     finished = subprocess.run([sys.executable, "-m", "devstack", "demo", "--students", "60", "--assistants", "4"],
                               capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env=env)
     assert finished.returncode == 0, finished.stdout + finished.stderr

@@ -20,8 +20,8 @@ def test_assistant_gets_a_student_with_a_token(client: AssignmentClient, session
 
 def test_same_request_id_twice_returns_the_same_student(client: AssignmentClient, session_id: str) -> None:
     seed(client, session_id, 3)
-    first = client.assign_next(session_id, "alice", request_id="press-1")
-    again = client.assign_next(session_id, "alice", request_id="press-1")
+    first = client.assign_next(session_id, "alice", request_id=f"press-{session_id}")
+    again = client.assign_next(session_id, "alice", request_id=f"press-{session_id}")
     assert again == first and not again.already_held
 
 
@@ -79,7 +79,7 @@ def test_unknown_and_closed_sessions_are_rejected(client: AssignmentClient, sess
 def test_tasks_answer_by_name_without_this_code(client: AssignmentClient, session_id: str) -> None:
     seed(client, session_id, 1)
     message = client.app.send_task("callqueue.assign_next_student",
-                                   args=[session_id, "alice", "by-name-1"])
+                                   args=[session_id, "alice", f"by-name-{session_id}"])
     result = message.get(timeout=15)
     assert result["status"] == "assigned" and result["assigned_to"] == "alice"
     assert set(result) >= {"student_id", "student", "assignment_token", "already_held"}

@@ -31,7 +31,7 @@ def test_a_request_delivered_after_its_expiry_is_discarded_visibly(
 def test_the_same_request_delivered_again_after_completion_claims_nothing(
         client: AssignmentClient, session_id: str) -> None:
     seed(client, session_id, 3)
-    arguments = {"call_session_id": session_id, "assistant_id": "alice", "request_id": "press-42"}
+    arguments = {"call_session_id": session_id, "assistant_id": "alice", "request_id": f"press-{session_id}"}
     first = client.call("callqueue.assign_next_student", **arguments)
     client.complete(session_id, first["student_id"], "alice", "reached", first["assignment_token"])
     with pytest.raises(RequestAlreadyServed):

@@ -40,7 +40,8 @@ def test_each_claim_completion_and_rejection_is_one_json_line(json_logging_worke
     settings, workers = json_logging_workers
     with AssignmentClient(settings, timeout_seconds=15) as client:
         seed(client, session_id, 2)
-        held = client.assign_next(session_id, "alice", request_id="press-1")
+        request_id = f"press-{session_id}"
+        held = client.assign_next(session_id, "alice", request_id=request_id)
         with pytest.raises(StaleToken):
             client.complete(session_id, held.student_id, "alice", "reached", held.assignment_token + 1)
         client.complete(session_id, held.student_id, "alice", "reached", held.assignment_token)
@@ -52,7 +53,7 @@ def test_each_claim_completion_and_rejection_is_one_json_line(json_logging_worke
               or record.get("call_session_id") == session_id}
     claimed, completed, rejected = events["claimed"], events["completed"], events["rejected"]
     assert (claimed["assistant"], claimed["student"], claimed["token"], claimed["request_id"]) == \
-        ("alice", held.student_id, held.assignment_token, "press-1")
+        ("alice", held.student_id, held.assignment_token, request_id)
     assert completed["student"] == held.student_id and completed["outcome"] == "reached"
     assert rejected["code"] == "stale_token" and rejected["assistant_id"] == "alice"
     assert all(isinstance(record["duration_ms"], (int, float)) for record in (claimed, completed, rejected))

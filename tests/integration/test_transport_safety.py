@@ -120,12 +120,7 @@ def test_pickled_message_without_protocol_headers_is_refused_too(transport: Priv
 
     record = transport.wait_for_log_record(ASSIGNMENTS_QUEUE, canary.name)
     assert f"{REFUSAL} pickle ({PICKLE})" in record
-    assert queue_length(transport.settings.broker_url, ASSIGNMENTS_QUEUE) == 0
-    assert not canary.exists()
-    assert fingerprint(transport.database) == before
-    assert AsyncResult(task_id, app=client.app).state == "PENDING"
-    transport.check_intact()
-    assert client.assign_next(pending_session, "alice") is not None
+    assert_nothing_ran(transport, client, canary, before, task_id, pending_session)
 
 
 def test_yaml_message_is_refused_and_nothing_runs(transport: PrivateStack, client: AssignmentClient,
@@ -142,12 +137,7 @@ def test_yaml_message_is_refused_and_nothing_runs(transport: PrivateStack, clien
 
     record = transport.wait_for_log_record(ASSIGNMENTS_QUEUE, canary.name)
     assert REFUSAL in record and YAML in record
-    assert queue_length(transport.settings.broker_url, ASSIGNMENTS_QUEUE) == 0
-    assert not canary.exists()
-    assert fingerprint(transport.database) == before
-    assert AsyncResult(task_id, app=client.app).state == "PENDING"
-    transport.check_intact()
-    assert client.assign_next(pending_session, "alice") is not None
+    assert_nothing_ran(transport, client, canary, before, task_id, pending_session)
 
 
 def test_the_same_call_sent_as_json_is_served(transport: PrivateStack, client: AssignmentClient,
@@ -163,3 +153,14 @@ def test_the_same_call_sent_as_json_is_served(transport: PrivateStack, client: A
     state, answer = transport.wait(AsyncResult(task_id, app=client.app))
     assert state == "SUCCESS" and answer["status"] == "assigned" and answer["assigned_to"] == "mallory"
     assert client.stats(pending_session).holders == ("mallory",)
+
+
+def assert_nothing_ran(transport: PrivateStack, client: AssignmentClient, canary: Path, before: str,
+                       task_id: str, pending_session: str) -> None:
+    """The refused message is gone, ran nothing, changed nothing, and the worker still serves."""
+    assert queue_length(transport.settings.broker_url, ASSIGNMENTS_QUEUE) == 0
+    assert not canary.exists()
+    assert fingerprint(transport.database) == before
+    assert AsyncResult(task_id, app=client.app).state == "PENDING"
+    transport.check_intact()
+    assert client.assign_next(pending_session, "alice") is not None

@@ -62,6 +62,18 @@ def _emit(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, default=str))
 
 
+def holder_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The four options that name one hold: session, student, assistant and token."""
+    for option in reversed((
+        click.option("--session", "session_id", required=True),
+        click.option("--student", "student_id", required=True),
+        click.option("--assistant", "assistant_id", required=True),
+        click.option("--token", "assignment_token", type=int, required=True),
+    )):
+        command = option(command)
+    return command
+
+
 @cli.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--session", "session_id", required=True, help="Call session id (created if new).")
@@ -104,10 +116,7 @@ def next_command(ctx: click.Context, session_id: str, assistant_id: str, request
 
 
 @cli.command("complete")
-@click.option("--session", "session_id", required=True)
-@click.option("--student", "student_id", required=True)
-@click.option("--assistant", "assistant_id", required=True)
-@click.option("--token", "assignment_token", type=int, required=True)
+@holder_options
 @click.option("--outcome", required=True, help="What came of the call, e.g. reached, voicemail.")
 @click.pass_context
 def complete_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
@@ -119,10 +128,7 @@ def complete_command(ctx: click.Context, session_id: str, student_id: str, assis
 
 
 @cli.command("release")
-@click.option("--session", "session_id", required=True)
-@click.option("--student", "student_id", required=True)
-@click.option("--assistant", "assistant_id", required=True)
-@click.option("--token", "assignment_token", type=int, required=True)
+@holder_options
 @click.pass_context
 def release_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
                     assignment_token: int) -> None:
@@ -203,10 +209,7 @@ def metrics_command(port: int, address: str) -> None:
 
 
 @cli.command("heartbeat")
-@click.option("--session", "session_id", required=True)
-@click.option("--student", "student_id", required=True)
-@click.option("--assistant", "assistant_id", required=True)
-@click.option("--token", "assignment_token", type=int, required=True)
+@holder_options
 @click.pass_context
 def heartbeat_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
                       assignment_token: int) -> None:

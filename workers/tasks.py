@@ -143,11 +143,11 @@ def assign_next_student(call_session_id: str, assistant_id: str, request_id: str
     if assignment is None:
         store.open_session(session_id)  # read afresh: a session closed meanwhile is refused as closed
         report("exhausted", session=session_id, assistant=assistant, request_id=request,
-                  duration_ms=_ms(started))
+               duration_ms=_ms(started))
         return {"status": "exhausted", "call_session_id": session_id}
     report("claimed", session=session_id, assistant=assistant, student=assignment.student_id,
-              token=assignment.assignment_token, request_id=request,
-              already_held=assignment.already_held, duration_ms=_ms(started))
+           token=assignment.assignment_token, request_id=request,
+           already_held=assignment.already_held, duration_ms=_ms(started))
     return assignment.to_result()
 
 
@@ -159,9 +159,10 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
     session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
                                                               assignment_token)
     result = require_id("outcome", outcome, _limit())
-    state = _store().complete(session_id, student, assistant, token, result, _current_request_id())
+    request = _current_request_id()
+    state = _store().complete(session_id, student, assistant, token, result, request)
     report("completed", session=session_id, assistant=assistant, student=student, token=token,
-              outcome=result, request_id=_current_request_id(), duration_ms=_ms(started))
+           outcome=result, request_id=request, duration_ms=_ms(started))
     return state.to_result("completed")
 
 
@@ -171,9 +172,10 @@ def release_student(call_session_id: str, student_id: str, assistant_id: str, as
     started = time.perf_counter()
     session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
                                                               assignment_token)
-    state = _store().release(session_id, student, assistant, token, _current_request_id())
+    request = _current_request_id()
+    state = _store().release(session_id, student, assistant, token, request)
     report("released", session=session_id, assistant=assistant, student=student, token=token,
-              request_id=_current_request_id(), duration_ms=_ms(started))
+           request_id=request, duration_ms=_ms(started))
     return state.to_result("released")
 
 
@@ -195,7 +197,7 @@ def import_students(call_session_id: str, students: list, session_name: str | No
             enumerate(require_list("students", students, app.settings.max_import_students))]
     summary = _store().import_students(session_id, name, rows, app.settings.import_chunk_size)
     report("imported", session=session_id, received=summary.received, inserted=summary.inserted,
-              duration_ms=_ms(started))
+           duration_ms=_ms(started))
     return summary.to_result()
 
 
@@ -231,7 +233,7 @@ def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignme
     store = _store()
     state = store.heartbeat(store.require_session(session_id), student, assistant, token)
     report("heartbeat", session=session_id, assistant=assistant, student=student, token=token,
-              duration_ms=_ms(started))
+           duration_ms=_ms(started))
     return state.to_result("renewed")
 
 

@@ -37,7 +37,10 @@ class CallqueueTask(Task):
 
     Celery's own ``__call__`` names its first parameter ``self``, so a message
     with ``kwargs={"self": ...}`` raised TypeError before the wrapper ran.
+    Its messages pass ``workers.wire``'s envelope check before Celery reads them.
     """
+
+    Strategy = "workers.wire:json_only_strategy"
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         if self.request_stack.top is not None and not self.request.called_directly:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from config import Settings
 from devstack.audit import Handout
 from producers.client import AssignmentClient
+from producers.results import Assigned
 
 OUTCOMES = ("reached", "voicemail", "no_answer", "wrong_number")
 
@@ -43,6 +44,8 @@ class AssistantLog:
     presses: int = 0
     exhausted: bool = False
     errors: list[str] = field(default_factory=list)
+    # Wall time of each assign_next call as the caller saw it, resends included.
+    press_seconds: list[float] = field(default_factory=list)
 
 
 def work_through(settings: Settings, session_id: str, assistant_id: str, behaviour: Behaviour) -> AssistantLog:
@@ -61,7 +64,7 @@ def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: ran
           behaviour: Behaviour) -> None:
     while log.presses < behaviour.max_presses:
         log.presses += 1
-        assigned = client.assign_next(session_id, log.assistant_id)
+        assigned = _press(client, session_id, log)
         if assigned is None:
             log.exhausted = True
             return
@@ -76,6 +79,15 @@ def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: ran
             client.complete(session_id, assigned.student_id, log.assistant_id, rng.choice(OUTCOMES),
                             assigned.assignment_token)
             log.completed += 1
+
+
+def _press(client: AssignmentClient, session_id: str, log: AssistantLog) -> Assigned | None:
+    """One "Get Next" press, timed (also when it fails)."""
+    started = time.monotonic()
+    try:
+        return client.assign_next(session_id, log.assistant_id)
+    finally:
+        log.press_seconds.append(time.monotonic() - started)
 
 
 def run_assistants(settings: Settings, session_id: str, assistant_ids: list[str],

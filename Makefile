@@ -22,10 +22,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 venv: $(STAMP)
 
 # Debian packages: redis-server (the broker the stack starts), chromium (the
-# Flower browser test) and docker-compose (checks docker-compose.yml).
+# Flower browser test), docker-compose (checks docker-compose.yml), iproute2 and
+# iptables (test hosts in network namespaces, devstack/netns.py).
 system:
-	@missing=""; \
+	@missing=""; PATH="$$PATH:/usr/sbin:/sbin"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 
-from workers.assignments import ASSIGNMENT_FIELDS, STUDENTS, AssignmentStore, NewStudent, ensure_indexes
+from workers.store import ASSIGNMENT_FIELDS, STUDENTS, AssignmentStore, NewStudent, ensure_indexes
 from workers.models import PENDING
 
 SEED_STYLE_INDEX = "seed_filter_fields"

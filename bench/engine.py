@@ -20,7 +20,7 @@ from bench.data import seed_style_claim
 from bench.integrity import Answer
 from bench.pool import DeskPool
 from bench.stats import latency_summary, ratio
-from workers.assignments import AssignmentStore
+from workers.store import AssignmentStore
 
 OURS = "ours"
 SEED_STYLE = "seed-style"

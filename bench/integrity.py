@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from pymongo.database import Database
 
-from workers.assignments import STUDENTS
+from workers.store import STUDENTS
 
 Answer = tuple[str, str]
 

@@ -19,7 +19,7 @@ from bench.servers import BenchServers, WorkerOptions
 from bench.stats import median, percentile, ratio
 from bench.tasks import CLAIM_ONLY_TASK, NOOP_TASK
 from devstack.servers import CeleryWorker
-from workers.assignments import ensure_indexes
+from workers.store import ensure_indexes
 
 ENGINE_DB = "bench_engine"
 SEED_STYLE_DB = "bench_seed_style"

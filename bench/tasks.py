@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.app import app
-from workers.assignments import AssignmentStore, utcnow
+from workers.store import AssignmentStore, utcnow
 from workers.models import Assignment, CallSession
 from workers.mongo import get_database
 

@@ -31,6 +31,15 @@ class Settings:
     mongo_db: str = "callqueue"
     # How long pymongo looks for a server before an operation counts as an outage.
     mongo_server_selection_timeout_seconds: float = 5.0
+    # Deadline of each MongoDB operation on the "Get Next" path (pymongo timeoutMS): server selection,
+    # the operation, waiting for a majority, and pymongo's own retry. A frozen or cut-off primary
+    # holds an operation no longer than this; the task then retries as a failover.
+    mongo_operation_timeout_seconds: float = 2.0
+    # The same deadline for bulk work (import, batch completion, close, reopen, reclaim, statistics).
+    mongo_batch_operation_timeout_seconds: float = 60.0
+    # How often pymongo checks each replica-set member (heartbeatFrequencyMS); a frozen member is
+    # noticed within about this plus the server selection timeout.
+    mongo_heartbeat_seconds: float = 2.0
     # Celery broker (Redis).
     broker_url: str = "redis://127.0.0.1:6379/0"
     # Celery result backend (Redis); results are JSON and expire.
@@ -45,6 +54,14 @@ class Settings:
     task_max_retries: int = 5
     # Upper bound of the exponential backoff between those retries.
     task_retry_backoff_max_seconds: int = 30
+    # Countdown before a task that met a replica-set failover (no usable primary) runs again:
+    # short and fixed, because an election ends within seconds.
+    task_failover_retry_delay_seconds: float = 0.25
+    # How long a task keeps retrying a failover before it fails visibly.
+    task_failover_retry_window_seconds: float = 60.0
+    # How often each worker checks that it can reach a primary; a worker that cannot stops taking
+    # messages until it can again, so that workers that can serve them do (0 turns the check off).
+    worker_store_check_seconds: float = 0.5
     # How long the producer client waits for one answer before it retries.
     client_timeout_seconds: float = 10.0
     # How many times the producer client resends a request that timed out.
@@ -107,6 +124,12 @@ class Settings:
                 raise ConfigurationError(f"{name} must be a redis:// or rediss:// URL")
         if self.client_timeout_seconds <= 0 or self.max_id_length < 1:
             raise ConfigurationError("timeouts and limits must be positive")
+        if min(self.mongo_operation_timeout_seconds, self.mongo_batch_operation_timeout_seconds,
+               self.mongo_heartbeat_seconds, self.task_failover_retry_delay_seconds) <= 0:
+            raise ConfigurationError("MongoDB timeouts and the failover retry delay must be positive")
+        if "retrywrites=false" in self.mongo_url.lower().replace(" ", ""):
+            raise ConfigurationError("MONGO_URL must not turn off retryable writes (retryWrites=false): "
+                                     "a claim interrupted by a failover relies on them")
 
 
 def _convert(name: str, raw: str, annotation: str) -> object:

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from pymongo.database import Database
 
-from workers.assignments import STUDENTS
+from workers.store import STUDENTS
 from workers.models import PENDING
 
 CLOSING_EVENTS = ("completed", "released", "reclaimed", "closed")

@@ -102,6 +102,11 @@ class ManagedProcess:
             self.process.wait(10)
             self.process = None
 
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the process itself (SIGSTOP / SIGCONT to freeze and thaw it)."""
+        if self.process is not None:
+            os.kill(self.process.pid, signum)
+
     def _signal_group(self, signum: int) -> None:
         try:
             os.killpg(self.process.pid, signum)

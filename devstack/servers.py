@@ -44,23 +44,37 @@ def redis_binary() -> str:
 
 
 class MongoServer:
-    """A mongod on 127.0.0.1 with its data in ``data_dir``; restartable on the same data."""
+    """A mongod on 127.0.0.1 with its data in ``data_dir``; restartable on the same data.
 
-    def __init__(self, workdir: Path, port: int | None = None, auth: bool = False) -> None:
+    With ``replica_set`` it starts as a member of that replica set (see
+    ``devstack.replicaset``); ``bind_ips`` adds addresses beyond loopback, for
+    workers on test hosts in network namespaces.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, auth: bool = False,
+                 replica_set: str | None = None, bind_ips: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.data_dir = workdir / f"mongo-{self.port}"
         self.auth = auth
+        self.replica_set = replica_set
+        self.bind_ips = ("127.0.0.1", *bind_ips)
         self.process = ManagedProcess("mongod", self._argv(), workdir / f"mongod-{self.port}.log")
 
     def _argv(self) -> list[str]:
         argv = [mongod_binary(), "--dbpath", str(self.data_dir), "--port", str(self.port),
-                "--bind_ip", "127.0.0.1", "--nounixsocket", "--wiredTigerCacheSizeGB", "0.5",
+                "--bind_ip", ",".join(self.bind_ips), "--nounixsocket", "--wiredTigerCacheSizeGB", "0.5",
                 "--setParameter", "diagnosticDataCollectionEnabled=false", "--quiet"]
+        if self.replica_set:
+            argv += ["--replSet", self.replica_set, "--oplogSize", "64"]
         return argv + (["--auth"] if self.auth else [])
 
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
     def start(self) -> "MongoServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +92,10 @@ class MongoServer:
     def stop(self) -> None:
         self.process.stop(timeout_seconds=30)
 
+    def kill(self) -> None:
+        """SIGKILL mongod: a crash, with no clean shutdown (fault injection)."""
+        self.process.kill()
+
     def restart(self, down_seconds: float = 0.0) -> None:
         """Stop, stay down for ``down_seconds``, start again on the same port and data."""
         self.stop()
@@ -86,12 +104,17 @@ class MongoServer:
 
 
 class RedisServer:
-    """A redis-server on 127.0.0.1, optionally with ``requirepass`` and persistence."""
+    """A redis-server on 127.0.0.1, optionally with ``requirepass`` and persistence.
+
+    ``bind_ips`` adds addresses beyond loopback, for workers on test hosts in
+    network namespaces.
+    """
 
     def __init__(self, workdir: Path, port: int | None = None, password: str | None = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, bind_ips: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.password = password
+        self.bind_ips = ("127.0.0.1", *bind_ips)
         self.data_dir = workdir / f"redis-{self.port}"
         self.persistent = persistent
         self.process = ManagedProcess("redis-server", self._argv(), workdir / f"redis-{self.port}.log")
@@ -101,17 +124,18 @@ class RedisServer:
         return [redis_binary(), str(self.data_dir / "redis.conf")]
 
     def _write_config(self) -> None:
-        lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {self.data_dir}", "daemonize no", 'save ""',
-                 f"appendonly {'yes' if self.persistent else 'no'}"]
+        lines = [f"port {self.port}", f"bind {' '.join(self.bind_ips)}", f"dir {self.data_dir}", "daemonize no",
+                 'save ""', f"appendonly {'yes' if self.persistent else 'no'}"]
         if self.password:
             lines.append(f"requirepass {self.password}")
         config = self.data_dir / "redis.conf"
         config.touch(mode=0o600)
         config.write_text("\n".join(lines) + "\n")
 
-    def url(self, db: int = 0) -> str:
+    def url(self, db: int = 0, host: str = "127.0.0.1") -> str:
+        """URL of database ``db``; ``host`` may be any of ``bind_ips``."""
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+        return f"redis://{auth}{host}:{self.port}/{db}"
 
     def start(self) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -136,16 +160,20 @@ class RedisServer:
 
 
 class CeleryWorker:
-    """``celery worker`` consuming one queue, with URLs passed in the environment only."""
+    """``celery worker`` consuming one queue, with URLs passed in the environment only.
+
+    ``host_prefix`` runs it on another (test) host, e.g. ``TestHosts.exec_prefix``;
+    the prefix must exec the worker, so that its PID and process group stay ours.
+    """
 
     def __init__(self, workdir: Path, env: dict[str, str], queue: str, concurrency: int = 2,
                  pool: str = "prefork", name: str | None = None, extra_args: list[str] | None = None,
-                 niceness: int = 0) -> None:
+                 niceness: int = 0, host_prefix: list[str] | None = None) -> None:
         self.queue = queue
         self.hostname = f"{name or queue}-{free_port()}@localhost"
         nice = ["nice", "-n", str(niceness)] if niceness else []
-        argv = [*nice, sys.executable, "-m", "celery", "-A", "workers.app:app", "worker", "-Q", queue,
-                "-c", str(concurrency), "-P", pool, "-n", self.hostname, "-E", "--loglevel", "INFO",
+        argv = [*(host_prefix or []), *nice, sys.executable, "-m", "celery", "-A", "workers.app:app", "worker",
+                "-Q", queue, "-c", str(concurrency), "-P", pool, "-n", self.hostname, "-E", "--loglevel", "INFO",
                 "--without-mingle", "--without-gossip", *(extra_args or [])]
         self.process = ManagedProcess(f"worker {queue}", argv, workdir / f"worker-{self.hostname}.log",
                                       project_env(env))

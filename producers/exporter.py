@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from config import Settings
-from workers.assignments import SESSIONS, AssignmentStore
+from workers.store import SESSIONS, AssignmentStore
 from workers.metrics import read_counters, redis_client
 from workers.models import CallSession
 from workers.mongo import get_database

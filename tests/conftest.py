@@ -21,7 +21,7 @@ from config import Settings
 from devstack.servers import MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
 from producers.client import AssignmentClient
-from workers.assignments import AssignmentStore, ensure_indexes
+from workers.store import AssignmentStore, ensure_indexes
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

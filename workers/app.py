@@ -18,6 +18,7 @@ from kombu.utils import json as kombu_json
 
 from config import Settings, load_settings
 from workers.eventlog import JsonFormatter
+from workers.gate import StoreGate
 
 # Deeper than any valid callqueue message (student payloads nest at most 8 levels).
 MAX_MESSAGE_DEPTH = 32
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None, include_tasks: bool = True) -> 
     )
     app.settings = settings
     app.conf.update(celery_config(settings))
+    if include_tasks:
+        app.steps["consumer"].add(StoreGate)
     return app
 
 

@@ -189,6 +189,16 @@ class StoreUnavailable(InfrastructureError):
     """
 
 
+class FailoverInProgress(StoreUnavailable):
+    """The replica set has no primary this worker can use right now: an election, a lost or cut-off primary.
+
+    Such an outage normally lasts about one election timeout, so tasks retry it
+    after a short fixed delay (``CALLQUEUE_TASK_FAILOVER_RETRY_DELAY_SECONDS``)
+    for up to ``CALLQUEUE_TASK_FAILOVER_RETRY_WINDOW_SECONDS``, not with the
+    exponential backoff meant for a server that is down.
+    """
+
+
 class BrokerUnavailable(InfrastructureError):
     """Redis (broker or result backend) could not be reached.
 

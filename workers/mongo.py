@@ -14,7 +14,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from config import Settings
-from workers.assignments import ensure_indexes
+from workers.store import ensure_indexes
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], MongoClient] = {}
@@ -53,10 +53,23 @@ def close_clients() -> None:
 
 
 def _new_client(settings: Settings) -> MongoClient:
+    """A client whose every operation has a deadline (``timeoutMS``), so no server can hold it forever.
+
+    Retryable writes and reads stay on (pymongo's default). Write and read
+    concerns are set per collection by ``workers.store.durability``.
+    """
     return MongoClient(
         settings.mongo_url,
-        serverSelectionTimeoutMS=int(settings.mongo_server_selection_timeout_seconds * 1000),
-        connectTimeoutMS=int(settings.mongo_server_selection_timeout_seconds * 1000),
+        serverSelectionTimeoutMS=_ms(settings.mongo_server_selection_timeout_seconds),
+        connectTimeoutMS=_ms(settings.mongo_server_selection_timeout_seconds),
+        timeoutMS=_ms(settings.mongo_operation_timeout_seconds),
+        heartbeatFrequencyMS=max(500, _ms(settings.mongo_heartbeat_seconds)),
+        retryWrites=True,
+        retryReads=True,
         tz_aware=True,
         appname="callqueue",
     )
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)

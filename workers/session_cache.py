@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from workers.assignments import AssignmentStore
+from workers.store import AssignmentStore
 from workers.models import CallSession
 
 MAX_ENTRIES = 10_000

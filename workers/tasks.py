@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import time
 from typing import Any, Callable
 
 from celery import Task
+from celery.exceptions import Retry
 
 from workers.app import BATCH_QUEUE, app
-from workers.assignments import AssignmentStore, NewStudent
+from workers.store import AssignmentStore, NewStudent
 from workers.eventlog import log_event
 from workers.metrics import count_event, redis_client
-from workers.exceptions import InfrastructureError, InvalidArgument, MissingArgument, Rejected
+from workers.exceptions import (
+    FailoverInProgress, InfrastructureError, InvalidArgument, MissingArgument, Rejected,
+)
 from workers.models import BatchItem
 from workers.session_cache import OpenSessionCache
 from workers.mongo import get_database
@@ -74,10 +78,29 @@ def callqueue_task(name: str, **options: Any) -> Callable[[Callable[..., Result]
                 return body(*bound.args, **bound.kwargs)
             except Rejected as exc:
                 return _rejected(name, self, exc, started, **_ids(bound.arguments))
+            except FailoverInProgress as exc:
+                raise _retry_failover(name, self, exc) from exc
 
         return run
 
     return register
+
+
+def _retry_failover(name: str, task: Task, exc: FailoverInProgress) -> BaseException:
+    """Run the task again after a short fixed countdown while the replica set elects a primary.
+
+    Up to ``task_failover_retry_window_seconds / task_failover_retry_delay_seconds``
+    times; past that the error goes on to the outage retries and then FAILURE.
+    A message that expires meanwhile (the caller gave up and resent) is dropped.
+    """
+    settings = app.settings
+    delay = settings.task_failover_retry_delay_seconds
+    allowed = settings.task_max_retries + math.ceil(settings.task_failover_retry_window_seconds / delay)
+    report("failover_retry", task=name, request_id=task.request.id, attempt=task.request.retries + 1)
+    try:
+        return task.retry(exc=exc, countdown=delay, max_retries=allowed)
+    except Retry as retry:
+        return retry
 
 
 def report(event: str, amount: int = 1, code: str | None = None, **fields: Any) -> None:
@@ -102,7 +125,7 @@ def _ms(started: float) -> float:
 
 
 def _store() -> AssignmentStore:
-    return AssignmentStore(get_database(app.settings))
+    return AssignmentStore(get_database(app.settings), app.settings.mongo_batch_operation_timeout_seconds)
 
 
 def _current_request_id() -> str:

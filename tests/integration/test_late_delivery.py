@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from producers.client import AssignmentClient
 from tests.integration.helpers import seed
-from workers.assignments import AssignmentStore, NewStudent, utcnow
+from workers.store import AssignmentStore, NewStudent, utcnow
 from workers.exceptions import RequestAlreadyServed
 
 

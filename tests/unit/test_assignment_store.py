@@ -10,7 +10,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from devstack.servers import MongoServer
-from workers.assignments import CLAIM_INDEX, STUDENTS, AssignmentStore, NewStudent
+from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, NewStudent
 from workers.exceptions import (
     AlreadyCompleted, NotAssigned, NotHolder, RequestAlreadyServed, RequestConflict, SessionClosed,
     StaleToken, UnknownSession, UnknownStudent,

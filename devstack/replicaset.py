@@ -1,0 +1,185 @@
+"""A real MongoDB replica set from the same mongod binary, on loopback ports.
+
+``ReplicaSet`` starts N members with ``--replSet``, initiates the set, waits
+for a primary and for every member to be readable, and stops every member by
+PID on exit (also on failure and Ctrl-C: each member is a ``ManagedProcess``,
+and a frozen member is thawed before it is stopped). It also carries the
+faults the failover tests and the benchmark inject: step-down (planned or
+forced), SIGKILL and restart on the same data, SIGSTOP and SIGCONT.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from devstack.processes import StartupError, wait_until
+from devstack.servers import STARTUP_TIMEOUT_SECONDS, MongoServer
+
+DEFAULT_ELECTION_TIMEOUT_MS = 10_000
+
+
+class ReplicaSet:
+    """``members`` mongod processes forming replica set ``name``.
+
+    ``advertised_host`` is the address written into the replica-set config
+    (default 127.0.0.1); every client discovers the members by it, so it must
+    be reachable from wherever workers run. ``bind_ips`` are extra addresses
+    each member listens on.
+    """
+
+    def __init__(self, workdir: Path, members: int = 3, name: str = "rs0",
+                 election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS,
+                 advertised_host: str = "127.0.0.1", bind_ips: tuple[str, ...] = ()) -> None:
+        if members < 1:
+            raise ValueError("a replica set needs at least one member")
+        self.name = name
+        self.election_timeout_ms = election_timeout_ms
+        self.advertised_host = advertised_host
+        self.members = [MongoServer(workdir, replica_set=name, bind_ips=bind_ips) for _ in range(members)]
+        self._frozen: set[int] = set()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def __enter__(self) -> "ReplicaSet":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "ReplicaSet":
+        """Start every member, initiate the set, wait until it has a primary and all members are up."""
+        for member in self.members:
+            member.start()
+        with _direct(self.members[0]) as admin:
+            admin.admin.command("replSetInitiate", self._config())
+        self.wait_for_primary(STARTUP_TIMEOUT_SECONDS)
+        wait_until(self._all_healthy, STARTUP_TIMEOUT_SECONDS, f"replica set {self.name} members")
+        return self
+
+    def stop(self) -> None:
+        """Stop every member by PID (thawing frozen ones first, so that SIGTERM can land)."""
+        for member in self.members:
+            self.thaw(member)
+            member.stop()
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "_id": self.name,
+            "members": [{"_id": index, "host": self.host_of(member)} for index, member in enumerate(self.members)],
+            "settings": {"electionTimeoutMillis": self.election_timeout_ms},
+        }
+
+    # -- addresses ----------------------------------------------------------
+
+    def host_of(self, member: MongoServer) -> str:
+        return f"{self.advertised_host}:{member.port}"
+
+    @property
+    def url(self) -> str:
+        """A connection string naming every member and the set."""
+        hosts = ",".join(self.host_of(member) for member in self.members)
+        return f"mongodb://{hosts}/?replicaSet={self.name}"
+
+    # -- roles --------------------------------------------------------------
+
+    def primary(self) -> MongoServer | None:
+        """The member that says it is primary right now (frozen members are not asked)."""
+        for member in self.members:
+            if member.pid in self._frozen or not member.process.alive():
+                continue
+            try:
+                with _direct(member, timeout_ms=1000) as client:
+                    if client.admin.command("hello").get("isWritablePrimary"):
+                        return member
+            except PyMongoError:
+                continue
+        return None
+
+    def wait_for_primary(self, timeout_seconds: float = 60.0,
+                         other_than: MongoServer | None = None) -> MongoServer:
+        """Block until a member (other than ``other_than``) is primary; return it."""
+        found: list[MongoServer] = []
+
+        def elected() -> bool:
+            member = self.primary()
+            if member is not None and member is not other_than:
+                found.append(member)
+                return True
+            return False
+
+        wait_until(elected, timeout_seconds, f"a primary in replica set {self.name}")
+        return found[-1]
+
+    def _all_healthy(self) -> bool:
+        with _direct(self.members[0], timeout_ms=1000) as client:
+            status = client.admin.command("replSetGetStatus")
+        return all(m.get("health") == 1 and m.get("stateStr") in ("PRIMARY", "SECONDARY")
+                   for m in status["members"])
+
+    def wait_until_healthy(self, timeout_seconds: float = 60.0) -> None:
+        """Block until every member is up and is primary or secondary again."""
+        wait_until(self._all_healthy, timeout_seconds, f"replica set {self.name} to heal")
+
+    # -- faults ---------------------------------------------------------------
+
+    def step_down(self, force: bool = False, step_down_seconds: int = 10) -> MongoServer:
+        """Ask the primary to step down; without ``force`` it waits for a caught-up secondary.
+
+        Returns the member that was primary.
+        """
+        member = self.primary()
+        if member is None:
+            raise StartupError(f"replica set {self.name} has no primary to step down")
+        command: dict[str, Any] = {"replSetStepDown": step_down_seconds, "force": force}
+        if not force:
+            command["secondaryCatchUpPeriodSecs"] = min(5, step_down_seconds)
+        try:
+            with _direct(member, timeout_ms=15_000) as client:
+                client.admin.command(command)
+        except PyMongoError:
+            pass  # the primary closes connections as it steps down
+        return member
+
+    def kill(self, member: MongoServer) -> None:
+        """SIGKILL the member (a crash)."""
+        self._frozen.discard(member.pid)
+        member.kill()
+
+    def restart(self, member: MongoServer) -> None:
+        """Start a killed or stopped member again on the same port and data directory."""
+        member.start()
+
+    def freeze(self, member: MongoServer) -> None:
+        """SIGSTOP the member: it keeps its sockets but answers nothing, as a paused VM or a partition."""
+        member.process.send_signal(signal.SIGSTOP)
+        self._frozen.add(member.pid)
+
+    def thaw(self, member: MongoServer) -> None:
+        """SIGCONT a frozen member."""
+        if member.pid in self._frozen:
+            member.process.send_signal(signal.SIGCONT)
+            self._frozen.discard(member.pid)
+
+    def rollback_files(self, member: MongoServer) -> list[Path]:
+        """Documents the member wrote aside when it rolled back writes no majority had."""
+        folder = member.data_dir / "rollback"
+        return sorted(path for path in folder.rglob("*.bson")) if folder.exists() else []
+
+
+def _direct(member: MongoServer, timeout_ms: int = 5000) -> MongoClient:
+    """A client to this one member only."""
+    return MongoClient(f"mongodb://127.0.0.1:{member.port}/", directConnection=True,
+                       serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+                       socketTimeoutMS=timeout_ms)
+
+

@@ -1,0 +1,38 @@
+"""The data-access layer: every read and write of call sessions and their students.
+
+This package is the only code that writes to MongoDB. ``AssignmentStore``
+gathers its stages, one module each, by the stage of a student's life:
+
+* ``claim``: **the atomic claim** (``ClaimStage.assign_next``, one
+  ``find_one_and_update``; the atomicity guarantee is in that module's doc),
+  and the completion and release that end a hold;
+* ``sessions``: creating a session with its students (import), closing and
+  reopening it, statistics;
+* ``leases``: lease lengths, heartbeats, reclaiming expired holds, log-off;
+* ``batch``: completing many students in one job.
+
+``durability`` states the write concern, read concern and read preference of
+every operation and is the one place driver errors become callqueue errors;
+``documents`` holds the indexes and the shapes of documents and updates.
+Every public method returns frozen dataclasses from ``workers.models`` (or
+``None``) and raises ``Rejected`` or ``StoreUnavailable`` subclasses.
+"""
+
+from __future__ import annotations
+
+from workers.store.batch import BatchStage
+from workers.store.claim import ClaimStage
+from workers.store.documents import (
+    ASSIGNMENT_FIELDS, CLAIM_INDEX, SESSIONS, STUDENTS, NewStudent, ensure_indexes, utcnow,
+)
+from workers.store.leases import LeaseStage
+from workers.store.sessions import SessionStage
+
+__all__ = [
+    "ASSIGNMENT_FIELDS", "CLAIM_INDEX", "SESSIONS", "STUDENTS", "AssignmentStore", "NewStudent",
+    "ensure_indexes", "utcnow",
+]
+
+
+class AssignmentStore(ClaimStage, SessionStage, LeaseStage, BatchStage):
+    """Data access for call sessions and the students in them (all stages, one object per task)."""

@@ -1,0 +1,94 @@
+"""Batch completion: many students completed by one job, with bulk writes, on the ``batch`` queue."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Mapping
+
+from pymongo import UpdateOne
+
+from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession, UnknownStudent
+from workers.models import PENDING, BatchItem, StudentState
+from workers.store.base import StoreStage
+from workers.store.documents import Progress, chunks, held_filter, history_entry, utcnow, why_not_held
+from workers.store.durability import translating_driver_errors
+
+
+class BatchStage(StoreStage):
+    """Completing many students at once, each write guarded like a single completion."""
+
+    @translating_driver_errors
+    def complete_batch(self, items: list[BatchItem], job_id: str, progress: Progress = lambda done, total: None,
+                       chunk_size: int = 1000, pause_seconds: float = 0.0,
+                       now: datetime | None = None) -> list[dict[str, Any]]:
+        """Complete many students with bulk writes; one result per item, in order.
+
+        Each write is guarded like ``complete``: an item with assistant and
+        token needs the current holder and token; an item without them only
+        completes a student nobody holds, so a live assignment is never
+        overwritten. Items already completed with the same outcome report
+        ``unchanged``, so running the job again changes nothing.
+        """
+        now = now or utcnow()
+        results: list[dict[str, Any]] = []
+        progress(0, len(items))
+        for chunk in chunks(items, chunk_size):
+            results.extend(self._complete_chunk(chunk, job_id, now))
+            progress(len(results), len(items))
+            time.sleep(pause_seconds)
+        return results
+
+    def _complete_chunk(self, chunk: list[BatchItem], job_id: str, now: datetime) -> list[dict[str, Any]]:
+        """One bulk write, then a recheck of what each item's student now is."""
+        writes = [UpdateOne(_batch_filter(item), _batch_update(item, job_id, now)) for item in chunk]
+        with self.bulk_deadline():
+            self.students.bulk_write(writes, ordered=False)
+            documents = {d["_id"]: d for d in self.students_recheck.find(
+                {"_id": {"$in": [item.student_id for item in chunk]}})}
+            session_ids = list({item.call_session_id for item in chunk})
+            known_sessions = set(self.sessions.distinct("_id", {"_id": {"$in": session_ids}}))
+        return [_batch_result(item, documents.get(item.student_id), job_id, known_sessions) for item in chunk]
+
+
+def _batch_filter(item: BatchItem) -> dict[str, Any]:
+    if item.assistant_id is not None and item.assignment_token is not None:
+        return held_filter(item.call_session_id, item.student_id, item.assistant_id, item.assignment_token)
+    return {"_id": item.student_id, "call_session_id": item.call_session_id,
+            "filter_status": PENDING, "assigned_to": None}
+
+
+def _batch_update(item: BatchItem, job_id: str, now: datetime) -> dict[str, Any]:
+    return {"$set": {"filter_status": item.outcome, "completed_at": now, "completed_by": item.assistant_id,
+                     "assigned_to": None, "lease_expires_at": None},
+            "$push": {"history": history_entry("completed", item.assistant_id, item.assignment_token,
+                                        item.request_id(job_id), now, outcome=item.outcome)}}
+
+
+def _batch_result(item: BatchItem, document: Mapping[str, Any] | None, job_id: str,
+                  known_sessions: set[str]) -> dict[str, Any]:
+    """Whether this item's write landed, had landed before, or why it could not."""
+    result: dict[str, Any] = {"index": item.index, "student_id": item.student_id}
+    if document is None or document["call_session_id"] != item.call_session_id:
+        error = (UnknownStudent(f"student {item.student_id!r} is not in call session {item.call_session_id!r}")
+                 if item.call_session_id in known_sessions
+                 else UnknownSession(f"call session {item.call_session_id!r} does not exist"))
+        return {**result, "status": "rejected", "error": error.to_error()}
+    if any(entry.get("request_id") == item.request_id(job_id) for entry in document.get("history", [])):
+        return {**result, "status": "completed", "unchanged": False}
+    if document.get("filter_status") == item.outcome:
+        return {**result, "status": "completed", "unchanged": True}
+    return {**result, "status": "rejected", "error": _why_batch_refused(item, document).to_error()}
+
+
+def _why_batch_refused(item: BatchItem, document: Mapping[str, Any]) -> Rejected:
+    state = StudentState.from_document(document)
+    if item.assistant_id is not None and item.assignment_token is not None:
+        return why_not_held(state, item.assistant_id, item.assignment_token)
+    if state.filter_status != PENDING:
+        return AlreadyCompleted(f"student {state.student_id!r} was already completed "
+                                f"with outcome {state.filter_status!r}")
+    return NotHolder(f"student {item.student_id!r} is held by an assistant right now; "
+                     "give assistant_id and assignment_token to complete it")
+
+

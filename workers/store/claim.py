@@ -1,0 +1,169 @@
+"""The atomic claim, and the two writes that end a hold: completion and release.
+
+Atomicity guarantee
+-------------------
+A student is handed out by exactly one ``find_one_and_update`` whose filter
+matches only students that are pending and unassigned
+(``{call_session_id, filter_status: '', assigned_to: null}``). MongoDB applies
+the filter and the update to a document as one atomic step, so two racing
+claims can never both match the same student: the loser's filter no longer
+matches and the server moves it on to the next student. No read follows the
+claim to "double-check" it, and nothing is ever reassigned by timeout here.
+
+A unique partial index on ``(call_session_id, assigned_to)`` over pending,
+assigned students makes MongoDB itself refuse to give one assistant a second
+student: that claim fails with a duplicate-key error, changes nothing, and the
+assistant gets back the student they already hold.
+
+Durability: the claim is acknowledged by a majority of the replica set before
+its answer leaves the worker, and the reads that explain a refused claim are
+rechecks (see ``workers.store.durability``), so no answer names a claim that
+an election could roll back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from workers.exceptions import RequestAlreadyServed, RequestConflict
+from workers.models import PENDING, Assignment, CallSession, StudentState
+from workers.store.base import StoreStage
+from workers.store.documents import (
+    ASSIGNMENT_FIELDS, CLAIM_INDEX, CLAIM_ORDER, STATE_FIELDS, claim_update, held_filter, history_entry,
+    utcnow,
+)
+from workers.store.durability import translating_driver_errors
+
+CLAIM_ATTEMPTS = 3
+
+
+class ClaimStage(StoreStage):
+    """Claiming a student, and completing or releasing the student one holds."""
+
+    @translating_driver_errors
+    def assign_next(self, session: CallSession, assistant_id: str, request_id: str,
+                    now: datetime | None = None) -> Assignment | None:
+        """Hand the next pending student of ``session`` to ``assistant_id``.
+
+        Returns the claimed student, the student the assistant already holds
+        (``already_held``), the student this ``request_id`` was given before
+        (a retried or redelivered request), or None when nobody is left.
+
+        The claim itself is one atomic ``find_one_and_update`` (see module
+        doc), and on the common path it is the only operation: the claim adds
+        ``request_id`` to the student's ``claim_request_ids``, whose unique
+        index makes MongoDB refuse a second claim under a request id already
+        served, just as ``one_student_per_assistant`` refuses a second student
+        to an assistant. Only when a claim is refused, or finds nobody, does a
+        read follow, to find the earlier answer.
+        """
+        for _attempt in range(CLAIM_ATTEMPTS):
+            try:
+                document = self._claim(session, assistant_id, request_id, now or utcnow())
+            except DuplicateKeyError:
+                answer = self._earlier_answer(session.id, assistant_id, request_id)
+                if answer is not None:
+                    return answer
+                continue  # the held student was completed or released meanwhile: claim afresh
+            if document is None:
+                return self._earlier_answer(session.id, assistant_id, request_id)
+            return Assignment.from_document(document)
+        return self._held_by(session.id, assistant_id, request_id)
+
+    def _claim(self, session: CallSession, assistant_id: str, request_id: str,
+               now: datetime) -> Mapping[str, Any] | None:
+        """The one atomic claim: match a pending, unassigned student and take it."""
+        return self.students.find_one_and_update(
+            {"call_session_id": session.id, "filter_status": PENDING, "assigned_to": None,
+             "claim_request_ids": {"$ne": request_id}},  # a request never takes back a student it gave up
+            claim_update(assistant_id, request_id, now, session.lease_seconds),
+            sort=CLAIM_ORDER,
+            projection=ASSIGNMENT_FIELDS,
+            return_document=ReturnDocument.AFTER,
+            hint=CLAIM_INDEX,
+        )
+
+    def _earlier_answer(self, session_id: str, assistant_id: str, request_id: str) -> Assignment | None:
+        """What this request or this assistant already has, read only when the claim did not hand out a new one."""
+        return (self._answer_for_request(session_id, assistant_id, request_id)
+                or self._held_by(session_id, assistant_id, request_id))
+
+    def _answer_for_request(self, session_id: str, assistant_id: str, request_id: str) -> Assignment | None:
+        """The answer already given to ``request_id``, if it was served before (a recheck)."""
+        document = self.students_recheck.find_one(
+            {"claim_request_ids": request_id},
+            {**ASSIGNMENT_FIELDS, "filter_status": 1,
+             "history": {"$elemMatch": {"request_id": request_id, "event": "claimed"}}},
+        )
+        if document is None:
+            return None
+        claim = document["history"][0]
+        if document["call_session_id"] != session_id or claim["assistant_id"] != assistant_id:
+            raise RequestConflict(f"request_id {request_id!r} was used for another session or assistant")
+        still_held = (document.get("filter_status") == PENDING and document.get("assigned_to") == assistant_id
+                      and document.get("assignment_token") == claim["token"])
+        if not still_held:
+            raise RequestAlreadyServed(
+                f"request_id {request_id!r} was already served with student {document['_id']!r}, "
+                "who has since been completed or released; send a new request_id",
+                student_id=document["_id"],
+            )
+        return Assignment.from_document(document)
+
+    def _held_by(self, session_id: str, assistant_id: str, request_id: str) -> Assignment | None:
+        """The student the assistant holds (a recheck); flagged ``already_held`` unless this request claimed it."""
+        document = self.students_recheck.find_one(
+            {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": assistant_id},
+            ASSIGNMENT_FIELDS,
+        )
+        if document is None:
+            return None
+        assignment = Assignment.from_document(document)
+        last = (document.get("history") or [{}])[-1]
+        return assignment if last.get("request_id") == request_id else assignment.held_again()
+
+    # -- what ends a hold ----------------------------------------------------
+
+    @translating_driver_errors
+    def complete(self, session_id: str, student_id: str, assistant_id: str, token: int,
+                 outcome: str, request_id: str, now: datetime | None = None) -> StudentState:
+        """Record ``outcome`` for a student held by ``assistant_id`` under ``token``.
+
+        One atomic update whose filter requires the current holder and token,
+        so a stale holder's late write can never land. A repeat of the same
+        completion (same assistant, token and outcome) returns the same state.
+        """
+        now = now or utcnow()
+        document = self.students.find_one_and_update(
+            held_filter(session_id, student_id, assistant_id, token),
+            {"$set": {"filter_status": outcome, "completed_at": now, "completed_by": assistant_id,
+                      "assigned_to": None, "lease_expires_at": None},
+             "$push": {"history": history_entry("completed", assistant_id, token, request_id, now,
+                                                outcome=outcome)}},
+            projection=STATE_FIELDS,
+            return_document=ReturnDocument.AFTER,
+        )
+        if document is not None:
+            return StudentState.from_document(document)
+        return self.refusal("completed", session_id, student_id, assistant_id, token, outcome)
+
+    @translating_driver_errors
+    def release(self, session_id: str, student_id: str, assistant_id: str, token: int,
+                request_id: str, now: datetime | None = None) -> StudentState:
+        """Give a held student back to the pool (pending, unassigned)."""
+        now = now or utcnow()
+        document = self.students.find_one_and_update(
+            held_filter(session_id, student_id, assistant_id, token),
+            {"$set": {"assigned_to": None, "assigned_at": None, "lease_expires_at": None},
+             "$push": {"history": history_entry("released", assistant_id, token, request_id, now)}},
+            projection=STATE_FIELDS,
+            return_document=ReturnDocument.AFTER,
+        )
+        if document is None:
+            return self.refusal("released", session_id, student_id, assistant_id, token, None)
+        self.settle_if_closed(session_id, now)
+        return StudentState.from_document(document)

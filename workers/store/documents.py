@@ -1,0 +1,200 @@
+"""What the store's documents look like: collections, indexes, and the update pipelines.
+
+Shared by the stages of the store (``claim``, ``sessions``, ``leases``,
+``batch``); nothing here talks to MongoDB except ``ensure_indexes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.database import Database
+
+from workers.exceptions import AlreadyCompleted, NotAssigned, NotHolder, Rejected, StaleToken
+from workers.models import PENDING, StudentState
+from workers.store.durability import WRITE_CONCERN, translating_driver_errors
+
+SESSIONS = "call_sessions"
+STUDENTS = "call_session_students"
+
+CLAIM_ORDER = [("priority", DESCENDING), ("position", ASCENDING)]
+CLAIM_INDEX = "claim_order"
+ONE_PER_ASSISTANT_INDEX = "one_student_per_assistant"
+REQUEST_INDEX = "served_request_ids"
+LEASE_INDEX = "lease_expiry"
+SESSION_CHUNK = 1000
+
+Progress = Callable[[int, int], None]
+
+ASSIGNMENT_FIELDS = {
+    "call_session_id": 1, "student": 1, "assigned_to": 1, "assignment_token": 1,
+    "assigned_at": 1, "history": {"$slice": -1},
+}
+STATE_FIELDS = {
+    "call_session_id": 1, "filter_status": 1, "assigned_to": 1, "assignment_token": 1,
+    "completed_at": 1, "completed_by": 1, "lease_expires_at": 1, "history": {"$slice": -1},
+}
+
+T = TypeVar("T")
+
+
+@translating_driver_errors
+def ensure_indexes(database: Database) -> None:
+    """Create the indexes the claim depends on (a no-op when they exist).
+
+    ``claim_order`` serves the claim's equality filter and its sort, so MongoDB
+    walks the index in order and stops at the first match: no in-memory sort,
+    and the cost does not grow with the size of the session.
+    """
+    database.get_collection(STUDENTS, write_concern=WRITE_CONCERN).create_indexes([
+        IndexModel(
+            [("call_session_id", ASCENDING), ("filter_status", ASCENDING),
+             ("assigned_to", ASCENDING), *CLAIM_ORDER],
+            name=CLAIM_INDEX,
+        ),
+        IndexModel(
+            [("call_session_id", ASCENDING), ("assigned_to", ASCENDING)],
+            name=ONE_PER_ASSISTANT_INDEX,
+            unique=True,
+            partialFilterExpression={"filter_status": PENDING, "assigned_to": {"$type": "string"}},
+        ),
+        IndexModel([("claim_request_ids", ASCENDING)], name=REQUEST_INDEX, unique=True,
+                   partialFilterExpression={"claim_request_ids": {"$exists": True}}),
+        IndexModel([("lease_expires_at", ASCENDING)], name=LEASE_INDEX),
+    ])
+
+
+@dataclass(frozen=True)
+class NewStudent:
+    """One validated row of an import."""
+
+    student: dict[str, Any]
+    priority: int = 0
+    position: int | None = None
+    key: str | None = None
+
+    def student_key(self) -> str:
+        """The caller's id, or a digest of the row so that re-importing a file adds nothing."""
+        if self.key is not None:
+            return self.key
+        canonical = json.dumps([self.student, self.priority], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, at MongoDB's millisecond precision."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def claim_update(assistant_id: str, request_id: str, now: datetime,
+                  lease_seconds: int | None) -> list[dict[str, Any]]:
+    """The claim's update: holder, time, lease, token + 1, a history entry with that token, the request id.
+
+    A pipeline update, so the history entry can carry the token the same
+    operation produces. Caller values are wrapped in ``$literal`` so that no
+    string is ever read as a field path or operator.
+    """
+    lease = None if not lease_seconds else now + timedelta(seconds=lease_seconds)
+    return [
+        {"$set": {
+            "assigned_to": {"$literal": assistant_id},
+            "assigned_at": now,
+            "lease_expires_at": lease,
+            "assignment_token": {"$add": [{"$ifNull": ["$assignment_token", 0]}, 1]},
+        }},
+        {"$set": {
+            "history": {"$concatArrays": [
+                {"$ifNull": ["$history", []]},
+                [{"event": "claimed", "assistant_id": {"$literal": assistant_id}, "token": "$assignment_token",
+                  "request_id": {"$literal": request_id}, "at": now}],
+            ]},
+            "claim_request_ids": {"$concatArrays": [{"$ifNull": ["$claim_request_ids", []]},
+                                                    [{"$literal": request_id}]]},
+        }},
+    ]
+
+
+def ending_hold_update(event: str, request_id: str | None, now: datetime,
+                        bump_token: bool = True) -> list[dict[str, Any]]:
+    """Pipeline update that ends a hold: history names the holder, then the hold is cleared."""
+    token = {"$add": ["$assignment_token", 1]} if bump_token else "$assignment_token"
+    return [
+        {"$set": {"history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [{
+            "event": event, "assistant_id": "$assigned_to", "token": "$assignment_token",
+            "request_id": {"$literal": request_id}, "at": now}]]}}},
+        {"$set": {"assigned_to": None, "assigned_at": None, "lease_expires_at": None, "assignment_token": token}},
+    ]
+
+
+def closing_update(outcome: str, request_id: str | None, now: datetime) -> list[dict[str, Any]]:
+    """Pipeline update giving a pending student the session's close outcome (ending any hold)."""
+    return [
+        {"$set": {"history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [{
+            "event": "closed", "assistant_id": "$assigned_to", "token": "$assignment_token",
+            "request_id": {"$literal": request_id}, "at": now, "outcome": {"$literal": outcome}}]]}}},
+        {"$set": {"filter_status": {"$literal": outcome}, "completed_at": now, "closed_with_session": True,
+                  "assigned_to": None, "assigned_at": None, "lease_expires_at": None}},
+    ]
+
+
+def held_filter(session_id: str, student_id: str, assistant_id: str, token: int) -> dict[str, Any]:
+    return {"_id": student_id, "call_session_id": session_id, "filter_status": PENDING,
+            "assigned_to": assistant_id, "assignment_token": token}
+
+
+def history_entry(event: str, assistant_id: str | None, token: int | None, request_id: str | None,
+           now: datetime, **extra: Any) -> dict[str, Any]:
+    return {"event": event, "assistant_id": assistant_id, "token": token,
+            "request_id": request_id, "at": now, **extra}
+
+
+def is_repeat(last: Mapping[str, Any], action: str, assistant_id: str, token: int, outcome: str | None) -> bool:
+    return (last.get("event") == action and last.get("assistant_id") == assistant_id
+            and last.get("token") == token and last.get("outcome") == outcome)
+
+
+def why_not_held(state: StudentState, assistant_id: str, token: int) -> Rejected:
+    if state.filter_status != PENDING:
+        return AlreadyCompleted(f"student {state.student_id!r} was already completed "
+                                f"with outcome {state.filter_status!r}")
+    if token != state.assignment_token:
+        return StaleToken(f"assignment_token {token} is stale; the current one is {state.assignment_token}",
+                          current_token=state.assignment_token)
+    if state.assigned_to is None:
+        return NotAssigned(f"student {state.student_id!r} is not assigned to anyone")
+    return NotHolder(f"student {state.student_id!r} is held by another assistant, not {assistant_id!r}")
+
+
+def student_document(session_id: str, row: NewStudent, default_position: int) -> dict[str, Any]:
+    return {
+        "_id": f"{_escape_separator(session_id)}:{row.student_key()}",
+        "call_session_id": session_id,
+        "student": row.student,
+        "priority": row.priority,
+        "position": default_position if row.position is None else row.position,
+        "filter_status": PENDING,
+        "assigned_to": None,
+        "assigned_at": None,
+        "lease_expires_at": None,
+        "assignment_token": 0,
+        "completed_at": None,
+        "completed_by": None,
+        "history": [],
+    }
+
+
+def _escape_separator(session_id: str) -> str:
+    """The session part of a student ``_id``: ``\\`` and ``:`` escaped, so "a" + "b:c" never equals "a:b" + "c"."""
+    return session_id.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start:start + size]
+

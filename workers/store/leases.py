@@ -1,0 +1,76 @@
+"""Leases on held students: setting them, heartbeats, reclaiming expired ones, and logging off."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pymongo import ReturnDocument
+
+from workers.models import PENDING, CallSession, StudentState
+from workers.store.base import StoreStage
+from workers.store.documents import STATE_FIELDS, ending_hold_update, held_filter, utcnow
+from workers.store.durability import translating_driver_errors
+
+
+class LeaseStage(StoreStage):
+    """How long a hold lasts, and taking students back from holders who went away."""
+
+    @translating_driver_errors
+    def set_lease(self, session_id: str, lease_seconds: int | None) -> CallSession:
+        """Give the session a lease length (None: assignments last until completed or released).
+
+        Applies to claims made from now on; current holders keep their expiry.
+        """
+        self.require_session(session_id)
+        self.sessions.update_one({"_id": session_id}, {"$set": {"lease_seconds": lease_seconds}})
+        return self.require_session(session_id)
+
+    @translating_driver_errors
+    def heartbeat(self, session: CallSession, student_id: str, assistant_id: str, token: int,
+                  now: datetime | None = None) -> StudentState:
+        """Renew the holder's lease; anyone else, or a stale token, is refused.
+
+        One atomic update guarded by holder and token: after a reclaim the
+        token has moved on, so a late heartbeat cannot revive the old hold.
+        """
+        now = now or utcnow()
+        expiry = None if not session.lease_seconds else now + timedelta(seconds=session.lease_seconds)
+        document = self.students.find_one_and_update(
+            held_filter(session.id, student_id, assistant_id, token),
+            {"$set": {"lease_expires_at": expiry}},
+            projection=STATE_FIELDS,
+            return_document=ReturnDocument.AFTER,
+        )
+        if document is None:
+            return self.refusal("heartbeat", session.id, student_id, assistant_id, token, None)
+        return StudentState.from_document(document)
+
+    @translating_driver_errors
+    def reclaim_expired(self, now: datetime | None = None) -> int:
+        """Return every assignment whose lease ran out to the pool; the count reclaimed.
+
+        Each student is updated atomically by a filter that still requires an
+        expired lease, so a heartbeat that won the race keeps its student. The
+        token is bumped, which fences the old holder's late writes.
+        """
+        now = now or utcnow()
+        expired = {"filter_status": PENDING, "assigned_to": {"$type": "string"}, "lease_expires_at": {"$lt": now}}
+        with self.bulk_deadline():
+            sessions = self.students.distinct("call_session_id", expired)
+            reclaimed = self.students.update_many(expired, ending_hold_update("reclaimed", None, now)).modified_count
+            for session_id in sessions:
+                self.settle_if_closed(session_id, now)
+        return reclaimed
+
+    @translating_driver_errors
+    def release_assistant(self, session_id: str, assistant_id: str, request_id: str,
+                          now: datetime | None = None) -> int:
+        """Give back whatever the assistant holds in the session (logging off); the count released."""
+        now = now or utcnow()
+        self.require_session(session_id)
+        released = self.students.update_many(
+            {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": assistant_id},
+            ending_hold_update("released", request_id, now, bump_token=False),
+        ).modified_count
+        self.settle_if_closed(session_id, now)
+        return released

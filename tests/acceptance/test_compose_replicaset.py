@@ -1,0 +1,320 @@
+"""docker-compose.replicaset.yml turns docker-compose.yml's MongoDB into a three-member replica set.
+
+The override must keep every app service of the main file, add two members
+that run exactly like ``mongo`` (same image, entrypoint, key file, healthcheck),
+initiate the set with exactly the member services, and point every app service
+at all three members by replica set name, with credentials only from the
+environment. ``docker-compose -f docker-compose.yml -f docker-compose.replicaset.yml
+config`` must accept the pair where that tool exists, and must resolve it the
+way these tests read it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pymongo.uri_parser import parse_uri
+
+from config.settings import Settings
+from tests.acceptance.test_compose import (
+    APP_SERVICES,
+    COMPOSE_FILE,
+    DOCKER_DIR,
+    ENV_EXAMPLE,
+    EXPORTER,
+    ROOT,
+    SERVICES,
+    URL_WITH_LITERAL_PASSWORD,
+    VARIABLE,
+    command_of,
+    compose_tool,
+    env_example_lines,
+    healthcheck_argv,
+    interpolate,
+    option_value,
+)
+
+OVERRIDE_FILE = ROOT / "docker-compose.replicaset.yml"
+OPERATIONS_DOC = ROOT / "docs" / "operations.md"
+MEMBERS = ("mongo", "mongo-2", "mongo-3")
+CONNECTING_SERVICES = (*APP_SERVICES, EXPORTER)
+MONGO_PORT = 27017
+# Settings that decide what callers see while the replica set elects a new primary.
+FAILOVER_SETTINGS = (
+    "CALLQUEUE_MONGO_SERVER_SELECTION_TIMEOUT_SECONDS",
+    "CALLQUEUE_MONGO_OPERATION_TIMEOUT_SECONDS",
+    "CALLQUEUE_MONGO_BATCH_OPERATION_TIMEOUT_SECONDS",
+    "CALLQUEUE_MONGO_HEARTBEAT_SECONDS",
+    "CALLQUEUE_TASK_FAILOVER_RETRY_DELAY_SECONDS",
+    "CALLQUEUE_TASK_FAILOVER_RETRY_WINDOW_SECONDS",
+    "CALLQUEUE_WORKER_STORE_CHECK_SECONDS",
+    "CALLQUEUE_CLIENT_TIMEOUT_SECONDS",
+    "CALLQUEUE_CLIENT_RETRIES",
+)
+
+
+# -- compose's merge of the two files ------------------------------------------
+
+def container_path(volume: str) -> str:
+    return volume.split(":")[1]
+
+
+def merge_service(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge of one service: mappings by key, volumes by container path, the rest replaced."""
+    merged = {**base}
+    for key, value in override.items():
+        if key in ("environment", "depends_on", "healthcheck") and key in base:
+            merged[key] = {**base[key], **value}
+        elif key == "volumes" and key in base:
+            by_path = {container_path(volume): volume for volume in base[key]}
+            by_path.update({container_path(volume): volume for volume in value})
+            merged[key] = list(by_path.values())
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture(scope="module")
+def override() -> dict[str, Any]:
+    return yaml.safe_load(OVERRIDE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(override: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services of docker-compose.yml with the override applied."""
+    merged = dict(yaml.safe_load(COMPOSE_FILE.read_text())["services"])
+    for name, service in override["services"].items():
+        merged[name] = merge_service(merged[name], service) if name in merged else service
+    return merged
+
+
+@pytest.fixture(scope="module")
+def example_env() -> dict[str, str]:
+    return {name: value for commented, name, value in env_example_lines() if not commented}
+
+
+def environment(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    return {name: interpolate(str(value), env) for name, value in service["environment"].items()}
+
+
+def member_list(service: dict[str, Any], env: dict[str, str]) -> list[str]:
+    return [host.strip() for host in environment(service, env)["MONGO_REPLICA_SET_MEMBERS"].split(",")]
+
+
+# -- the members --------------------------------------------------------------
+
+def test_override_adds_two_members_and_keeps_every_service(services: dict[str, dict[str, Any]],
+                                                           override: dict[str, Any]) -> None:
+    assert set(services) == SERVICES | set(MEMBERS)
+    assert set(override["volumes"]) == {"mongo-2-data", "mongo-3-data"}
+    assert not any(service.get("ports") for service in override["services"].values())
+
+
+def test_the_three_members_run_mongod_alike_with_one_key_file(services: dict[str, dict[str, Any]],
+                                                              example_env: dict[str, str]) -> None:
+    mongo = services["mongo"]
+    key_file = option_value(command_of(mongo, example_env), "--keyFile")
+    data_volumes = set()
+    for name in MEMBERS:
+        member = services[name]
+        argv = command_of(member, example_env)
+        assert argv[0] == "mongod", name
+        assert option_value(argv, "--replSet") == example_env["MONGO_REPLICA_SET"], name
+        assert option_value(argv, "--keyFile") == key_file, name
+        assert "--bind_ip_all" in argv, name
+        for key in ("image", "entrypoint", "restart", "healthcheck", "stop_grace_period"):
+            assert member[key] == mongo[key], f"{name}.{key}"
+        assert member["restart"] == "unless-stopped"
+        mounts = {container_path(volume): volume.split(":")[0] for volume in member["volumes"]}
+        assert mounts[str(Path(key_file).parent)] == "mongo-config", f"{name} must share the key file"
+        assert mounts["/callqueue"] == "./docker/mongo"
+        assert mounts["/docker-entrypoint-initdb.d"] == "./docker/mongo/initdb"
+        data_volumes.add(mounts["/data/db"])
+        assert not {"ports", "network_mode", "container_name"} & set(member), name
+    assert data_volumes == {"mongo-data", "mongo-2-data", "mongo-3-data"}
+
+
+def test_each_member_advertises_its_own_service_name(services: dict[str, dict[str, Any]],
+                                                     example_env: dict[str, str]) -> None:
+    for name in MEMBERS:
+        assert environment(services[name], example_env)["MONGO_ADVERTISED_HOST"] == f"{name}:{MONGO_PORT}"
+
+
+def test_the_set_is_initiated_with_exactly_the_member_services(services: dict[str, dict[str, Any]],
+                                                               example_env: dict[str, str]) -> None:
+    lists = {name: member_list(services[name], example_env) for name in MEMBERS}
+    assert all(hosts == lists["mongo"] for hosts in lists.values()), lists
+    hosts = lists["mongo"]
+    assert sorted(hosts) == sorted(f"{name}:{MONGO_PORT}" for name in MEMBERS)
+    initiator = [name for name in MEMBERS
+                 if environment(services[name], example_env)["MONGO_ADVERTISED_HOST"] == hosts[0]]
+    assert initiator == ["mongo"], "the first member listed initiates the set"
+    script = DOCKER_DIR / "mongo" / Path(healthcheck_argv(services["mongo"])[-1]).name
+    healthcheck_js = script.read_text()
+    for needed in ("MONGO_REPLICA_SET_MEMBERS", "replSetInitiate", "replSetReconfig", "isWritablePrimary"):
+        assert needed in healthcheck_js, needed
+
+
+def test_the_initiating_member_waits_for_the_other_members_to_start(
+        services: dict[str, dict[str, Any]]) -> None:
+    depends_on = services["mongo"]["depends_on"]
+    assert {name: depends_on[name]["condition"] for name in MEMBERS[1:]} == \
+        {name: "service_started" for name in MEMBERS[1:]}
+
+
+def test_app_services_still_wait_for_a_healthy_set(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("worker-assignments", "worker-batch", EXPORTER):
+        assert services[name]["depends_on"]["mongo"] == {"condition": "service_healthy"}, name
+
+
+# -- how the app services connect ----------------------------------------------
+
+def test_every_app_service_names_all_members_and_the_replica_set(services: dict[str, dict[str, Any]],
+                                                                 example_env: dict[str, str]) -> None:
+    for name in CONNECTING_SERVICES:
+        env = environment(services[name], example_env)
+        parsed = parse_uri(env["MONGO_URL"])
+        assert sorted(parsed["nodelist"]) == sorted((member, MONGO_PORT) for member in MEMBERS), name
+        options = {key.lower(): value for key, value in parsed["options"].items()}
+        assert options["replicaset"] == example_env["MONGO_REPLICA_SET"], name
+        assert options["authsource"] == "admin", name
+        assert parsed["username"] == example_env["MONGO_APP_USERNAME"], name
+        assert parsed["database"] == example_env["MONGO_DB"], name
+        assert not {"w", "readpreference", "directconnection", "retrywrites", "retryreads"} & set(options), \
+            f"{name}: leave write concern, read preference and retries to callqueue"
+        settings = Settings.from_env(env)
+        assert settings.mongo_url == env["MONGO_URL"]
+
+
+def test_the_connection_string_takes_its_credentials_from_the_environment(
+        services: dict[str, dict[str, Any]]) -> None:
+    for name in CONNECTING_SERVICES:
+        url = str(services[name]["environment"]["MONGO_URL"])
+        userinfo = url.split("://", 1)[1].rsplit("@", 1)[0]
+        match = re.fullmatch(f"{VARIABLE.pattern}:{VARIABLE.pattern}", userinfo)
+        assert match, f"{name}: {userinfo}"
+        assert match.group(1, 2) == ("MONGO_APP_USERNAME", ":?"), name
+        assert match.group(4, 5) == ("MONGO_APP_PASSWORD", ":?"), name
+
+
+def test_app_services_keep_every_other_variable_of_the_main_file(services: dict[str, dict[str, Any]],
+                                                                 override: dict[str, Any]) -> None:
+    main = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for name in CONNECTING_SERVICES:
+        assert set(override["services"][name]) == {"environment"}, name
+        assert set(override["services"][name]["environment"]) == {"MONGO_URL"}, name
+        assert set(services[name]["environment"]) == set(main[name]["environment"]), name
+
+
+# -- secrets and variables ----------------------------------------------------
+
+def test_no_secret_is_written_in_the_override() -> None:
+    text = OVERRIDE_FILE.read_text()
+    assert not URL_WITH_LITERAL_PASSWORD.search(text)
+    for match in VARIABLE.finditer(text):
+        name, operator, _ = match.groups()
+        if name.endswith(("PASSWORD", "USERNAME", "_USER")):
+            assert operator == ":?", f"{match.group(0)} must be required"
+
+
+def test_member_secrets_come_from_the_environment(services: dict[str, dict[str, Any]]) -> None:
+    for name in MEMBERS:
+        for key, value in services[name]["environment"].items():
+            if re.search(r"PASSWORD|SECRET|TOKEN|USERNAME|_URL$", key):
+                assert "${" in str(value), f"{name}.{key} is a literal"
+
+
+def test_every_variable_the_override_uses_is_documented_in_env_example() -> None:
+    used = {match.group(1) for match in VARIABLE.finditer(OVERRIDE_FILE.read_text())}
+    documented = {name for _, name, _ in env_example_lines()}
+    assert used - documented == set()
+
+
+def test_operations_guide_covers_the_replica_set() -> None:
+    text = OPERATIONS_DOC.read_text()
+    assert "docker-compose.replicaset.yml" in text
+    section = text[text.index("## MongoDB replica set"):]
+    for name in FAILOVER_SETTINGS:
+        assert name in section, name
+    for option in ("replicaSet", "w=majority", "retryWrites=true", "readPreference=primary", "tls=true",
+                   "authSource", "appName", "directConnection", "mongodb+srv://"):
+        assert option in section, option
+
+
+# -- the key file entrypoint --------------------------------------------------
+
+def test_members_starting_together_agree_on_one_key_file(tmp_path: Path) -> None:
+    """Three entrypoints racing on the shared volume all hand the same key to mongod."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in (("chown", "exit 0"), ("hostname", 'echo "$FAKE_HOSTNAME"'),
+                       ("docker-entrypoint.sh", 'cat "$MONGO_KEY_FILE"')):
+        stub = stubs / name
+        stub.write_text(f"#!/bin/sh\n{body}\n")
+        stub.chmod(0o755)
+    entrypoint = DOCKER_DIR / "mongo" / "entrypoint.sh"
+    for attempt in range(10):
+        volume = tmp_path / f"configdb-{attempt}"
+        volume.mkdir()
+        key_file = volume / "replica-set.key"
+        runs = [subprocess.Popen(["sh", str(entrypoint), "mongod"], stdout=subprocess.PIPE, text=True,
+                                 env={"PATH": f"{stubs}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                                      "FAKE_HOSTNAME": f"member-{index}", "MONGO_KEY_FILE": str(key_file)})
+                for index in range(3)]
+        keys = {run.communicate(timeout=30)[0] for run in runs}
+        assert all(run.returncode == 0 for run in runs)
+        assert keys == {key_file.read_text()}
+        assert 6 <= len(key_file.read_text()) <= 1024
+        assert re.fullmatch(r"[A-Za-z0-9+/=]+", key_file.read_text())
+        assert [path.name for path in volume.iterdir()] == ["replica-set.key"]
+        assert key_file.stat().st_mode & 0o777 == 0o400
+
+
+# -- docker-compose config ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose_cli() -> list[str]:
+    tool = compose_tool()
+    if tool is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed "
+                    "(Debian: apt-get install docker-compose)")
+    return tool
+
+
+def run_compose(tool: list[str], project_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(project_dir)}
+    return subprocess.run([*tool, "--project-directory", str(project_dir), "-f", str(COMPOSE_FILE),
+                           "-f", str(OVERRIDE_FILE), *args],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=project_dir)
+
+
+def test_docker_compose_config_accepts_both_files(compose_cli: list[str], services: dict[str, dict[str, Any]],
+                                                  example_env: dict[str, str]) -> None:
+    completed = run_compose(compose_cli, ROOT, "--env-file", str(ENV_EXAMPLE), "config")
+    assert completed.returncode == 0, completed.stderr
+    resolved = yaml.safe_load(completed.stdout)["services"]
+    assert set(resolved) == SERVICES | set(MEMBERS)
+    for name, service in resolved.items():
+        expected = environment(services[name], example_env)
+        assert {key: str(value or "") for key, value in service.get("environment", {}).items()} == \
+            {key: value for key, value in expected.items()}, name
+        assert {container_path(str(v) if isinstance(v, str) else f"{v['source']}:{v['target']}")
+                for v in service.get("volumes", [])} == \
+            {container_path(volume) for volume in services[name].get("volumes", [])}, name
+        assert set(service.get("depends_on", {})) == set(services[name].get("depends_on", {})), name
+    for name in CONNECTING_SERVICES:
+        nodes = parse_uri(resolved[name]["environment"]["MONGO_URL"])["nodelist"]
+        assert sorted(nodes) == sorted((member, MONGO_PORT) for member in MEMBERS), name
+
+
+def test_docker_compose_refuses_the_override_without_the_secrets(compose_cli: list[str],
+                                                                  tmp_path: Path) -> None:
+    completed = run_compose(compose_cli, tmp_path, "config")
+    assert completed.returncode != 0
+    assert re.search(r"(MONGO|REDIS|FLOWER)_\w+", completed.stderr), completed.stderr

@@ -1,0 +1,165 @@
+"""``contract/`` agrees with the code: tasks, queues, parameters, limits, rejection codes and result shapes."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+from jsonschema import Draft202012Validator
+
+from config import Settings
+from tests.contract import (
+    CONTRACT_DIR, TASKS, ContractViolation, arguments_validator, check_progress, check_result, common_validator,
+    schema, schema_files,
+)
+from workers import tasks  # noqa: F401 - registers the tasks on the app
+from workers.app import app
+from workers.exceptions import REJECTIONS, InvalidArgument, Rejected
+from workers.models import Assignment, ImportSummary, SessionStats, StudentState
+from workers.validation import require_document, require_id, require_text, require_token
+
+NOW = datetime(2026, 11, 28, 8, 30, tzinfo=timezone.utc)
+DEFAULTS = Settings()
+
+
+def registered() -> dict[str, Any]:
+    return {name: task for name, task in app.tasks.items() if name.startswith("callqueue.")}
+
+
+def parameters(task_name: str) -> list[inspect.Parameter]:
+    return list(inspect.signature(inspect.unwrap(registered()[task_name].run)).parameters.values())
+
+
+def accepted(check: Any, *args: Any) -> bool:
+    try:
+        check(*args)
+    except Rejected:
+        return False
+    return True
+
+
+def test_every_schema_is_draft_2020_12_and_its_id_names_its_file() -> None:
+    files = schema_files()
+    assert len(files) == 1 + 12 + 15
+    for path in files:
+        document = json.loads(path.read_text())
+        Draft202012Validator.check_schema(document)
+        assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert document["$id"].endswith("/contract/" + path.relative_to(CONTRACT_DIR).as_posix())
+
+
+def test_every_registered_task_is_in_the_contract_with_its_queue_and_parameter_order() -> None:
+    assert set(TASKS) == set(registered())
+    for name, entry in TASKS.items():
+        assert entry["queue"] == app.amqp.router.route({}, name)["queue"].name, name
+        assert entry["parameters"] == [parameter.name for parameter in parameters(name)], name
+        for path in (entry["arguments"], *entry["results"], *filter(None, [entry["progress"]])):
+            assert (CONTRACT_DIR / path).is_file(), path
+
+
+def test_argument_schemas_name_exactly_the_task_parameters_and_their_defaults() -> None:
+    for name, entry in TASKS.items():
+        arguments = schema(entry["arguments"])
+        declared = parameters(name)
+        assert list(arguments["properties"]) == [parameter.name for parameter in declared], name
+        assert arguments["required"] == [p.name for p in declared if p.default is inspect.Parameter.empty], name
+        assert arguments["additionalProperties"] is False
+        for parameter in declared:
+            if parameter.default is not inspect.Parameter.empty:
+                assert arguments["properties"][parameter.name]["default"] == parameter.default, (name, parameter)
+
+
+def test_argument_limits_are_those_of_the_default_settings() -> None:
+    common = schema("common.schema.json")["$defs"]
+    assert common["id"]["maxLength"] == common["text"]["maxLength"] == DEFAULTS.max_id_length
+    assert common["student_id"]["maxLength"] == 3 * DEFAULTS.max_id_length + 1
+    assert schema("arguments/import_students.schema.json")["properties"]["students"]["maxItems"] \
+        == DEFAULTS.max_import_students
+    assert schema("arguments/complete_batch.schema.json")["properties"]["items"]["maxItems"] == DEFAULTS.max_batch_items
+    lease = schema("arguments/set_lease.schema.json")["properties"]["lease_seconds"]["oneOf"][0]
+    assert lease["maximum"] == DEFAULTS.max_lease_seconds
+    assert str(DEFAULTS.max_student_bytes) in common["import_row"]["description"]
+
+
+def test_rejection_codes_are_exactly_the_codes_the_workers_raise() -> None:
+    enum = schema("results/rejected.schema.json")["properties"]["error"]["properties"]["code"]["enum"]
+    raised = {code for code, cls in REJECTIONS.items() if cls is not Rejected}
+    assert sorted(enum) == sorted(raised)
+    assert len(enum) == len(set(enum))
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(max_size=140), st.text(alphabet=" \t\n$\x00\x7f\u00a0\u2028ab.", max_size=6),
+                 st.integers(), st.none(), st.booleans()))
+def test_id_schema_accepts_exactly_the_ids_the_workers_accept(value: Any) -> None:
+    limit = DEFAULTS.max_id_length
+    assert common_validator("id").is_valid(value) == accepted(require_id, "id", value, limit)
+    assert common_validator("text").is_valid(value) == accepted(require_text, "text", value, limit)
+
+
+@given(st.one_of(st.integers(min_value=-3, max_value=2**63), st.booleans(), st.text(max_size=3), st.none()))
+def test_token_schema_accepts_exactly_the_tokens_the_workers_accept(value: Any) -> None:
+    assert common_validator("token").is_valid(value) == accepted(require_token, "token", value)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(alphabet="$.\x00ab c", max_size=4).filter(
+    lambda key: key not in ("student_id", "priority", "position")), st.just("x"), max_size=3))
+def test_import_row_keys_the_schema_accepts_are_the_keys_the_workers_accept(row: dict[str, str]) -> None:
+    assert common_validator("import_row").is_valid(row) == accepted(require_document, "row", row, 16384)
+
+
+def example_results() -> list[tuple[str, dict[str, Any]]]:
+    """Answers built by the workers' own models, one per model and state."""
+    held = StudentState("s1:a", "s1", "", "alice", 3, lease_expires_at=NOW)
+    done = StudentState("s1:a", "s1", "reached", None, 3, completed_at=NOW, completed_by="alice")
+    return [
+        ("callqueue.assign_next_student", Assignment("s1:a", "s1", {"name": "Ann"}, "alice", 3, NOW).to_result()),
+        ("callqueue.assign_next_student", Assignment("s1:a", "s1", {}, "alice", 3, None, True).to_result()),
+        ("callqueue.complete_student", done.to_result("completed")),
+        ("callqueue.release_student", StudentState("s1:a", "s1", "", None, 3).to_result("released")),
+        ("callqueue.release_student", done.to_result("released")),
+        ("callqueue.heartbeat", held.to_result("renewed")),
+        ("callqueue.import_students", ImportSummary("s1", True, 3, 2, 1).to_result()),
+        ("callqueue.session_stats", SessionStats("s1", "open", 1, 1, {"reached": 2}, ("alice",)).to_result()),
+        ("callqueue.assign_next_student", {"status": "rejected", "error": InvalidArgument("no", argument="x").to_error()}),
+    ]
+
+
+@pytest.mark.parametrize("task, result", example_results())
+def test_answers_built_by_the_workers_models_fit_the_contract(task: str, result: dict[str, Any]) -> None:
+    check_result(task, result)
+
+
+@pytest.mark.parametrize("task, result", example_results())
+def test_an_answer_with_a_field_the_contract_does_not_know_is_refused(task: str, result: dict[str, Any]) -> None:
+    with pytest.raises(ContractViolation):
+        check_result(task, {**result, "surprise": 1})
+
+
+@pytest.mark.parametrize("task, result", [
+    ("callqueue.assign_next_student", {"status": "completed", "call_session_id": "s1"}),
+    ("callqueue.session_stats", {"status": "ok", "reclaimed": 1}),
+    ("callqueue.complete_student", {"status": "rejected", "error": {"code": "teapot", "message": "?"}}),
+    ("callqueue.assign_next_student", {"status": "exhausted"}),
+])
+def test_an_answer_of_another_task_or_with_an_unknown_code_is_refused(task: str, result: dict[str, Any]) -> None:
+    with pytest.raises(ContractViolation):
+        check_result(task, result)
+
+
+def test_progress_is_done_and_total() -> None:
+    check_progress({"done": 1, "total": 2})
+    with pytest.raises(ContractViolation):
+        check_progress({"done": 1})
+
+
+def test_arguments_of_a_typical_get_next_press_fit_and_an_operator_does_not() -> None:
+    press = {"call_session_id": "evening-1", "assistant_id": "assistant-7", "request_id": "press-1"}
+    assert arguments_validator("callqueue.assign_next_student").is_valid(press)
+    assert not arguments_validator("callqueue.assign_next_student").is_valid({**press, "assistant_id": {"$ne": None}})
+    assert not arguments_validator("callqueue.assign_next_student").is_valid({**press, "self": "x"})

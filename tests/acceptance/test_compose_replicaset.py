@@ -4,15 +4,21 @@ The override must keep every app service of the main file, add two members
 that run exactly like ``mongo`` (same image, entrypoint, key file, healthcheck),
 initiate the set with exactly the member services, and point every app service
 at all three members by replica set name, with credentials only from the
-environment. ``docker-compose -f docker-compose.yml -f docker-compose.replicaset.yml
-config`` must accept the pair where that tool exists, and must resolve it the
-way these tests read it.
+environment. The members' healthcheck script is run (under node, against a
+fake server) with each member's real environment: the first member initiates
+the set with exactly the member services, the others never do, and a running
+single-node set grows to three. The key file entrypoint is raced three times at
+once and must hand every member the same key. ``docker-compose -f
+docker-compose.yml -f docker-compose.replicaset.yml config`` must accept the
+pair where that tool exists, and must resolve it the way these tests read it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -245,6 +251,175 @@ def test_operations_guide_covers_the_replica_set() -> None:
     for option in ("replicaSet", "w=majority", "retryWrites=true", "readPreference=primary", "tls=true",
                    "authSource", "appName", "directConnection", "mongodb+srv://"):
         assert option in section, option
+
+
+# -- the healthcheck that initiates and grows the set -------------------------
+
+HEALTHCHECK_HARNESS = r"""
+// Runs docker/mongo/healthcheck.js as mongosh would, against a fake server:
+// runCommand throws like mongosh on an error, quit() ends the script.
+const vm = require("vm");
+const fs = require("fs");
+const [scriptPath, scenarioJson] = process.argv.slice(2);
+const scenario = JSON.parse(scenarioJson);
+const state = scenario.state;
+const commands = [];
+const output = [];
+class Quit { constructor(code) { this.code = code; } }
+function serverError(codeName) { const error = new Error(codeName); error.codeName = codeName; return error; }
+const admin = {
+  auth() { return { ok: 1 }; },
+  runCommand(command) {
+    const name = Object.keys(command)[0];
+    commands.push({ [name]: command[name] });
+    if (name === "replSetGetStatus") {
+      if (!state.config) throw serverError("NotYetInitialized");
+      return { ok: 1 };
+    }
+    if (name === "replSetInitiate") {
+      if (state.fail === name) throw serverError("NodeNotFound");
+      state.config = { ...command[name], version: 1 };
+      return { ok: 1 };
+    }
+    if (name === "hello") return state.hello;
+    if (name === "replSetGetConfig") return { ok: 1, config: JSON.parse(JSON.stringify(state.config)) };
+    if (name === "replSetReconfig") {
+      if (state.fail === name) throw serverError("NodeNotFound");
+      state.config = command[name];
+      return { ok: 1 };
+    }
+    throw new Error(`unexpected command ${name}`);
+  },
+};
+const context = {
+  db: { getSiblingDB: () => admin },
+  print: (...parts) => output.push(parts.join(" ")),
+  quit: (code) => { throw new Quit(code === undefined ? 0 : code); },
+  process: { env: scenario.env },
+};
+let code = 0;
+try {
+  vm.runInNewContext(fs.readFileSync(scriptPath, "utf8"), context);
+} catch (error) {
+  if (error instanceof Quit) { code = error.code; } else { code = 1; output.push(`error: ${error.message}`); }
+}
+console.log(JSON.stringify({ code, commands, output, config: state.config || null }));
+"""
+
+
+@pytest.fixture(scope="module")
+def run_healthcheck(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("node is not installed: the healthcheck script cannot be run")
+    harness = tmp_path_factory.mktemp("healthcheck") / "harness.js"
+    harness.write_text(HEALTHCHECK_HARNESS)
+    script = DOCKER_DIR / "mongo" / "healthcheck.js"
+
+    def run(env: dict[str, str], config: dict[str, Any] | None, hello: dict[str, Any],
+            fail: str | None = None) -> dict[str, Any]:
+        scenario = {"env": env, "state": {"config": config, "hello": hello, "fail": fail}}
+        completed = subprocess.run([node, str(harness), str(script), json.dumps(scenario)],
+                                   capture_output=True, text=True, timeout=30)
+        assert completed.returncode == 0, completed.stderr
+        return json.loads(completed.stdout)
+
+    return run
+
+
+def hello_of(me: str, replica_set: str, state: str = "primary") -> dict[str, Any]:
+    return {"setName": replica_set, "me": me, "isWritablePrimary": state == "primary",
+            "secondary": state == "secondary", "primary": None if state == "no-primary" else "mongo:27017"}
+
+
+def command_names(result: dict[str, Any]) -> list[str]:
+    return [next(iter(command)) for command in result["commands"]]
+
+
+def test_the_first_member_initiates_the_set_with_exactly_the_member_services(
+        run_healthcheck: Any, services: dict[str, dict[str, Any]], example_env: dict[str, str]) -> None:
+    replica_set = example_env["MONGO_REPLICA_SET"]
+    env = environment(services["mongo"], example_env)
+    result = run_healthcheck(env, None, hello_of("mongo:27017", replica_set, "no-primary"))
+    initiations = [command["replSetInitiate"] for command in result["commands"] if "replSetInitiate" in command]
+    assert initiations == [{"_id": replica_set,
+                            "members": [{"_id": index, "host": f"{name}:{MONGO_PORT}"}
+                                        for index, name in enumerate(MEMBERS)]}]
+    assert result["code"] == 1, "healthy only once the new set has elected a primary"
+
+
+def test_the_other_members_never_initiate(run_healthcheck: Any, services: dict[str, dict[str, Any]],
+                                          example_env: dict[str, str]) -> None:
+    for name in MEMBERS[1:]:
+        env = environment(services[name], example_env)
+        result = run_healthcheck(env, None, {})
+        assert "replSetInitiate" not in command_names(result), name
+        assert result["code"] == 1, name
+
+
+def test_a_failed_initiation_is_unhealthy_and_tried_again(run_healthcheck: Any,
+                                                          services: dict[str, dict[str, Any]],
+                                                          example_env: dict[str, str]) -> None:
+    env = environment(services["mongo"], example_env)
+    result = run_healthcheck(env, None, {}, fail="replSetInitiate")
+    assert result["code"] == 1 and result["config"] is None
+
+
+def test_the_single_node_file_initiates_a_set_of_one(run_healthcheck: Any, example_env: dict[str, str]) -> None:
+    mongo = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["mongo"]
+    env = environment(mongo, example_env)
+    result = run_healthcheck(env, None, hello_of(example_env["MONGO_ADVERTISED_HOST"],
+                                                 example_env["MONGO_REPLICA_SET"]))
+    [initiation] = [command["replSetInitiate"] for command in result["commands"] if "replSetInitiate" in command]
+    assert initiation["members"] == [{"_id": 0, "host": example_env["MONGO_ADVERTISED_HOST"]}]
+    assert result["code"] == 0
+
+
+def test_a_running_single_node_set_grows_to_the_three_members_one_at_a_time(
+        run_healthcheck: Any, services: dict[str, dict[str, Any]], example_env: dict[str, str]) -> None:
+    replica_set = example_env["MONGO_REPLICA_SET"]
+    env = environment(services["mongo"], example_env)
+    config = {"_id": replica_set, "version": 1, "term": 3, "members": [{"_id": 0, "host": "mongo:27017"}]}
+    for added in MEMBERS[1:]:
+        result = run_healthcheck(env, config, hello_of("mongo:27017", replica_set))
+        assert result["code"] == 0
+        assert command_names(result).count("replSetReconfig") == 1
+        assert result["config"]["version"] == config["version"] + 1
+        assert result["config"]["members"][-1] == {"_id": len(config["members"]), "host": f"{added}:{MONGO_PORT}"}
+        config = result["config"]
+    assert [member["host"] for member in config["members"]] == [f"{name}:{MONGO_PORT}" for name in MEMBERS]
+    result = run_healthcheck(env, config, hello_of("mongo:27017", replica_set))
+    assert "replSetReconfig" not in command_names(result) and result["code"] == 0
+
+
+def test_only_the_primary_changes_the_configuration(run_healthcheck: Any, services: dict[str, dict[str, Any]],
+                                                    example_env: dict[str, str]) -> None:
+    replica_set = example_env["MONGO_REPLICA_SET"]
+    config = {"_id": replica_set, "version": 1, "members": [{"_id": 0, "host": "mongo:27017"}]}
+    env = environment(services["mongo"], example_env)
+    result = run_healthcheck(env, config, hello_of("mongo:27017", replica_set, "secondary"))
+    assert "replSetReconfig" not in command_names(result) and result["code"] == 0
+    result = run_healthcheck(env, config, hello_of("mongo:27017", replica_set, "no-primary"))
+    assert "replSetReconfig" not in command_names(result) and result["code"] == 1
+
+
+def test_a_member_that_cannot_be_added_yet_leaves_the_primary_healthy(
+        run_healthcheck: Any, services: dict[str, dict[str, Any]], example_env: dict[str, str]) -> None:
+    replica_set = example_env["MONGO_REPLICA_SET"]
+    config = {"_id": replica_set, "version": 1, "members": [{"_id": 0, "host": "mongo:27017"}]}
+    env = environment(services["mongo"], example_env)
+    result = run_healthcheck(env, config, hello_of("mongo:27017", replica_set), fail="replSetReconfig")
+    assert result["code"] == 0
+    assert any("could not add" in line for line in result["output"])
+
+
+def test_a_set_whose_members_have_other_names_is_left_alone(
+        run_healthcheck: Any, services: dict[str, dict[str, Any]], example_env: dict[str, str]) -> None:
+    replica_set = example_env["MONGO_REPLICA_SET"]
+    config = {"_id": replica_set, "version": 1, "members": [{"_id": 0, "host": "db1.internal:27017"}]}
+    env = environment(services["mongo"], example_env)
+    result = run_healthcheck(env, config, hello_of("db1.internal:27017", replica_set))
+    assert "replSetReconfig" not in command_names(result) and result["code"] == 0
 
 
 # -- the key file entrypoint --------------------------------------------------

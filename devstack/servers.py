@@ -128,6 +128,8 @@ class RedisServer:
                  'save ""', f"appendonly {'yes' if self.persistent else 'no'}"]
         if self.password:
             lines.append(f"requirepass {self.password}")
+        elif len(self.bind_ips) > 1:
+            lines.append("protected-mode no")  # the extra addresses are test hosts' bridges, on this machine only
         config = self.data_dir / "redis.conf"
         config.touch(mode=0o600)
         config.write_text("\n".join(lines) + "\n")

@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NODE_DIR := examples/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: help venv system bootstrap test demo bench clean
 
@@ -21,9 +23,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# The Node.js caller (examples/node) with its locked dependencies; after `make system` (Node.js, npm).
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | system
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 # Debian packages: redis-server (the broker the stack starts), chromium (the
 # Flower browser test), docker-compose (checks docker-compose.yml), iproute2 and
-# iptables (test hosts in network namespaces, devstack/netns.py).
+# iptables (test hosts in network namespaces, devstack/netns.py), nodejs and npm
+# (the Node.js caller in examples/node).
 system:
 	@missing=""; PATH="$$PATH:/usr/sbin:/sbin"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
@@ -31,6 +39,8 @@ system:
 	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -38,7 +48,7 @@ system:
 
 bootstrap: venv system
 
-test: bootstrap
+test: bootstrap $(NODE_STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: bootstrap
@@ -48,4 +58,4 @@ bench: bootstrap
 	PYTHONPATH=$(CURDIR) $(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis bench/results tests/artifacts
+	rm -rf $(VENV) .pytest_cache .hypothesis bench/results tests/artifacts $(NODE_DIR)/node_modules

@@ -63,11 +63,13 @@ def push(broker_url: str, queue: str, body: bytes, headers: dict[str, Any],
     }
     if content_type is not None:
         envelope["content-type"] = content_type
-    connection = redis.Redis.from_url(broker_url)
-    try:
+    with redis.Redis.from_url(broker_url) as connection:
         connection.lpush(queue, json.dumps(envelope))
-    finally:
-        connection.close()
+
+
+def drop_queue(broker_url: str, queue: str) -> None:
+    with redis.Redis.from_url(broker_url) as connection:
+        connection.delete(queue)
 
 
 def v2_headers(task_id: str, **extra: Any) -> dict[str, Any]:
@@ -154,14 +156,16 @@ def test_message_on_a_queue_no_worker_reads_waits_there_unanswered(
         wire: PrivateStack, client: AssignmentClient, session: str) -> None:
     """``celery`` is the default queue of Celery clients; our workers read only ``assignments`` and ``batch``."""
     task_id = str(uuid.uuid4())
-    redis.Redis.from_url(wire.settings.broker_url).delete("celery")
-    push(wire.settings.broker_url, "celery", claim_body(session, "default-queue"), v2_headers(task_id),
-         task_id=task_id)
-    time.sleep(3)
-    assert queue_length(wire.settings.broker_url, "celery") == 1
-    assert AsyncResult(task_id, app=client.app).state == "PENDING"
-    assert holders(client, session) == ()
-    redis.Redis.from_url(wire.settings.broker_url).delete("celery")
+    drop_queue(wire.settings.broker_url, "celery")
+    try:
+        push(wire.settings.broker_url, "celery", claim_body(session, "default-queue"), v2_headers(task_id),
+             task_id=task_id)
+        time.sleep(3)
+        assert queue_length(wire.settings.broker_url, "celery") == 1
+        assert AsyncResult(task_id, app=client.app).state == "PENDING"
+        assert holders(client, session) == ()
+    finally:
+        drop_queue(wire.settings.broker_url, "celery")
 
 
 def test_expires_as_a_number_makes_the_message_invalid(wire: PrivateStack, client: AssignmentClient,

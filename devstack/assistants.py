@@ -46,6 +46,8 @@ class AssistantLog:
     errors: list[str] = field(default_factory=list)
     # Wall time of each assign_next call as the caller saw it, resends included.
     press_seconds: list[float] = field(default_factory=list)
+    # When each of those presses started (seconds since the epoch), to place it against a fault.
+    press_started_at: list[float] = field(default_factory=list)
 
 
 def work_through(settings: Settings, session_id: str, assistant_id: str, behaviour: Behaviour) -> AssistantLog:
@@ -84,6 +86,7 @@ def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: ran
 def _press(client: AssignmentClient, session_id: str, log: AssistantLog) -> Assigned | None:
     """One "Get Next" press, timed (also when it fails)."""
     started = time.monotonic()
+    log.press_started_at.append(time.time())
     try:
         return client.assign_next(session_id, log.assistant_id)
     finally:

@@ -22,6 +22,10 @@ from devstack.processes import StartupError, wait_until
 from devstack.servers import STARTUP_TIMEOUT_SECONDS, MongoServer
 
 DEFAULT_ELECTION_TIMEOUT_MS = 10_000
+# A new primary starts taking writes at once instead of first trying to catch up with members
+# it cannot reach (a frozen old primary would hold it for the heartbeat timeout, 10 s). callqueue
+# writes with w: "majority", so what catch-up could save was never acknowledged to anyone.
+DEFAULT_CATCH_UP_TIMEOUT_MS = 0
 
 
 class ReplicaSet:
@@ -35,11 +39,13 @@ class ReplicaSet:
 
     def __init__(self, workdir: Path, members: int = 3, name: str = "rs0",
                  election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS,
-                 advertised_host: str = "127.0.0.1", bind_ips: tuple[str, ...] = ()) -> None:
+                 advertised_host: str = "127.0.0.1", bind_ips: tuple[str, ...] = (),
+                 catch_up_timeout_ms: int = DEFAULT_CATCH_UP_TIMEOUT_MS) -> None:
         if members < 1:
             raise ValueError("a replica set needs at least one member")
         self.name = name
         self.election_timeout_ms = election_timeout_ms
+        self.catch_up_timeout_ms = catch_up_timeout_ms
         self.advertised_host = advertised_host
         self.members = [MongoServer(workdir, replica_set=name, bind_ips=bind_ips) for _ in range(members)]
         self._frozen: set[int] = set()
@@ -76,7 +82,8 @@ class ReplicaSet:
         return {
             "_id": self.name,
             "members": [{"_id": index, "host": self.host_of(member)} for index, member in enumerate(self.members)],
-            "settings": {"electionTimeoutMillis": self.election_timeout_ms},
+            "settings": {"electionTimeoutMillis": self.election_timeout_ms,
+                         "catchUpTimeoutMillis": self.catch_up_timeout_ms},
         }
 
     # -- addresses ----------------------------------------------------------

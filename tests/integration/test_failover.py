@@ -1,0 +1,87 @@
+"""Get Next through replica-set failovers: elections, a crashed primary, a frozen one, a rollback.
+
+One 3-member replica set (the same mongod binary, loopback ports) with its
+own redis-server and worker pools serves every scenario of this module; each
+scenario uses its own call session. In each, 32 callers (two processes of 16
+threads, each with its own producer client) work through 2,000 students while
+the fault happens, and the audit then replays every student's history:
+
+* no student held by two assistants at once, nor completed twice;
+* every student completed exactly once, none pending or held;
+* every press answered (no caller error, every caller saw the session exhausted);
+* every answer matches a ``claimed`` entry of the final history, so no caller
+  was told of a claim that a failover took away.
+
+Latency bounds here are generous; ``make bench BENCH_ARGS=--failover``
+measures the targets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterator
+
+import pytest
+
+from devstack.failover import (
+    FailoverRun, FailoverStack, Scenario, forced_rollback, freeze, kill_and_restart, run_scenario, step_downs,
+)
+
+STUDENTS = 2_000
+CALLERS = 32
+CLIENT_TIMEOUT_SECONDS = 8.0
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def failover(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]) -> Iterator[FailoverStack]:
+    with FailoverStack(tmp_path_factory.mktemp("failover"), server_env) as running:
+        yield running
+
+
+def drain_through(failover: FailoverStack, name: str, scenario: Scenario) -> FailoverRun:
+    run = run_scenario(failover, name, scenario, f"failover-{name}-{uuid.uuid4().hex[:8]}", students=STUDENTS)
+    print(f"\n{name}: longest press {run.longest_press:.2f}s, p99 {run.percentile(0.99):.2f}s, "
+          f"{len(run.presses)} presses in {run.seconds:.0f}s\n" + "\n".join(run.timeline.lines()))
+    return run
+
+
+def assert_nothing_lost_or_doubled(run: FailoverRun) -> None:
+    report = run.report
+    assert run.callers_outlived_faults, f"the callers finished before the faults did: {run.timeline.lines()}"
+    assert run.errors == [], run.timeline.lines()
+    assert len(run.logs) == CALLERS and all(log.exhausted for log in run.logs)  # every press answered
+    assert report.clean, (report.double_handouts[:5], report.answers_not_in_history[:5],
+                          report.tokens_given_twice[:5], report.completed_twice[:5],
+                          report.assistants_holding_two[:5])
+    assert (report.students, report.completed, report.pending, report.held) == (STUDENTS, STUDENTS, 0, 0)
+    assert len({handout.student_id for handout in run.handouts}) == STUDENTS
+
+
+def test_stepping_the_primary_down_with_and_without_force_loses_and_doubles_nothing(
+        failover: FailoverStack) -> None:
+    run = drain_through(failover, "step-downs", step_downs([False, True, False, True]))
+    assert_nothing_lost_or_doubled(run)
+    assert [window.name for window in run.windows] == ["planned step-down", "forced step-down"] * 2
+    assert run.longest_press < 3 * CLIENT_TIMEOUT_SECONDS
+
+
+def test_a_killed_primary_restarted_on_its_data_loses_and_doubles_nothing(failover: FailoverStack) -> None:
+    run = drain_through(failover, "kill", kill_and_restart(down_seconds=4))
+    assert_nothing_lost_or_doubled(run)
+    assert run.longest_press < 3 * CLIENT_TIMEOUT_SECONDS
+
+
+def test_a_primary_frozen_for_twenty_seconds_holds_no_press_for_the_whole_freeze(
+        failover: FailoverStack) -> None:
+    run = drain_through(failover, "freeze", freeze(frozen_seconds=20))
+    assert_nothing_lost_or_doubled(run)
+    assert run.longest_press < 20.0, "a press waited out the whole freeze"
+
+
+def test_claims_rolled_back_with_a_lost_primary_were_never_told_to_a_caller(failover: FailoverStack) -> None:
+    run = drain_through(failover, "rollback", forced_rollback(unreplicated_seconds=3))
+    assert run.rolled_back_claims, "the old primary rolled back no claim: the scenario proved nothing"
+    assert run.rolled_back_claims_told_to_callers() == []
+    assert_nothing_lost_or_doubled(run)

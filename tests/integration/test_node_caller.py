@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,35 +16,12 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from devstack.processes import ManagedProcess
 from devstack.stack import Stack
 from tests.contract import check_result
+from tests.node import NODE_DIR, run_node
 
-NODE_DIR = Path(__file__).resolve().parents[2] / "examples" / "node"
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 DRAIN_TIMEOUT_SECONDS = 240.0
-
-
-def node_binary() -> str:
-    node = shutil.which("node")
-    assert node, "node not found: `make test` installs Debian's nodejs when it is missing"
-    assert (NODE_DIR / "node_modules" / "celery-node").is_dir(), \
-        "examples/node/node_modules is missing: `make test` runs `npm ci` there (or run it yourself)"
-    return node
-
-
-def run_node(argv: list[str], env: dict[str, str], log: Path, timeout_seconds: float) -> tuple[int, str]:
-    """Run node with ``argv`` in examples/node; (exit status, output). Stopped by PID on every way out."""
-    process = ManagedProcess("node", [node_binary(), *argv], log, env)
-    process.start()
-    try:
-        deadline = time.monotonic() + timeout_seconds
-        while process.alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not process.alive(), f"node {argv} still running after {timeout_seconds:.0f}s:\n{process.log_tail(30)}"
-        return process.process.returncode, log.read_text(errors="replace")
-    finally:
-        process.stop(timeout_seconds=5)
 
 
 def node_env(stack: Stack) -> dict[str, str]:

@@ -101,6 +101,7 @@ def test_id_schema_accepts_exactly_the_ids_the_workers_accept(value: Any) -> Non
     assert common_validator("text").is_valid(value) == accepted(require_text, "text", value, limit)
 
 
+@hypothesis_settings(deadline=None)
 @given(st.one_of(st.integers(min_value=-3, max_value=2**63), st.booleans(), st.text(max_size=3), st.none()))
 def test_token_schema_accepts_exactly_the_tokens_the_workers_accept(value: Any) -> None:
     assert common_validator("token").is_valid(value) == accepted(require_token, "token", value)

@@ -21,10 +21,13 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import subprocess
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from types import FrameType
+from typing import Any, Iterator, Sequence
 
 SUPERNET = ipaddress.ip_network("10.203.0.0/16")
 LOCK_PATH = Path("/run/lock/callqueue-netns.lock")
@@ -111,6 +114,7 @@ class TestHosts:
         self._made_bridge = False
         self._namespaces: list[str] = []
         self._cuts: set[tuple[str, str, int]] = set()
+        self._previous_sigterm: Any = None
 
     # -- names and addresses ------------------------------------------------
 
@@ -145,15 +149,21 @@ class TestHosts:
     # -- lifecycle ------------------------------------------------------------
 
     def __enter__(self) -> "TestHosts":
+        """Set up; until exit, SIGTERM unwinds like Ctrl-C, so the hosts are deleted then too."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             self.setup()
         except BaseException:
-            self.teardown()
+            self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.teardown()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
 
     def setup(self) -> None:
         """Make the bridge on a free /24, then each host with its veth and loopback up."""
@@ -234,6 +244,10 @@ def _subnet_lock() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _quietly(argv: Sequence[str]) -> None:

@@ -120,13 +120,18 @@ def claims_per_host(stack: PartitionStack, database: Database, window: CutWindow
     return counts
 
 
-def press_summary(logs: list[AssistantLog]) -> dict[str, Any]:
-    """Longest press, p99 and how many presses took longer than the client's timeout."""
+def press_summary(logs: list[AssistantLog], window: CutWindow) -> dict[str, Any]:
+    """Longest press, p99, how many took longer than the client's timeout, and the presses begun during the cut."""
     presses = sorted(seconds for log in logs for seconds in log.press_seconds)
+    begun, ended = window.started.timestamp(), window.healed.timestamp()
+    during_cut = [seconds for log in logs for started, seconds in zip(log.press_started_at, log.press_seconds)
+                  if begun <= started <= ended]
     return {"presses": len(presses), "longest_seconds": round(presses[-1], 3),
             "p99_seconds": round(statistics.quantiles(presses, n=100)[98], 3),
             "median_seconds": round(statistics.median(presses), 3),
-            "over_client_timeout": sum(p > CLIENT_TIMEOUT_SECONDS for p in presses)}
+            "over_client_timeout": sum(p > CLIENT_TIMEOUT_SECONDS for p in presses),
+            "begun_during_cut": len(during_cut),
+            "longest_begun_during_cut_seconds": round(max(during_cut, default=0.0), 3)}
 
 
 def record(measured: dict[str, Any], artifacts_dir: Path) -> None:
@@ -157,7 +162,7 @@ def test_a_worker_host_cut_off_from_the_primary_holds_nobody_and_doubles_nothing
         report = audit_session(database, SESSION_ID, handouts)
         served = claims_per_host(partitioned, database, window)
 
-    presses = press_summary(logs) if logs else {}
+    presses = press_summary(logs, window) if logs else {}
     record({"window": asdict(window), "presses": presses, "claims_per_host": served}, artifacts_dir)
     assert not callers.is_alive(), "callers did not finish"
     assert window.callers_running_at_heal, "the cut ended after the workload: it tested nothing"

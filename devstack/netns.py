@@ -195,8 +195,8 @@ class TestHosts:
         for namespace in reversed(self._namespaces):
             _quietly(["ip", "netns", "delete", namespace])
         self._namespaces.clear()
-        for index in range(len(self.hosts)):
-            _quietly(["ip", "link", "delete", f"cqv{self.suffix}{index}"])
+        for host in self.hosts:
+            _quietly(["ip", "link", "delete", self._veth(host)])
         if self._made_bridge:
             _quietly(["ip", "link", "delete", self.bridge])
             self._made_bridge = False

@@ -25,7 +25,7 @@ from devstack.servers import RedisServer
 from producers.client import AssignmentClient
 from tests.integration.helpers import fingerprint
 from tests.integration.private_stack import PrivateStack, private_stack, queue_length
-from workers.app import ASSIGNMENTS_QUEUE
+from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
 
 TASK = "callqueue.assign_next_student"
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -166,6 +166,17 @@ def test_message_on_a_queue_no_worker_reads_waits_there_unanswered(
         assert holders(client, session) == ()
     finally:
         drop_queue(wire.settings.broker_url, "celery")
+
+
+def test_a_task_on_the_other_queue_runs_in_that_queue_s_pool(wire: PrivateStack, client: AssignmentClient,
+                                                              session: str) -> None:
+    task_id = str(uuid.uuid4())
+    push(wire.settings.broker_url, BATCH_QUEUE, claim_body(session, "wrong-queue"), v2_headers(task_id),
+         task_id=task_id)
+    state, answer = wait_state(wire, client, task_id)
+    assert state == "SUCCESS" and answer["assigned_to"] == "wrong-queue"
+    assert "succeeded" in wire.wait_for_log_record(BATCH_QUEUE, f"[{task_id}] succeeded")
+    assert f"[{task_id}]" not in wire.assignments_worker.process.log_path.read_text(errors="replace")
 
 
 def test_expires_as_a_number_makes_the_message_invalid(wire: PrivateStack, client: AssignmentClient,

@@ -2,9 +2,9 @@
 
 Celery's worker trusts a message's envelope: a body sent without a content
 type (or as ``application/text``) reaches it undecoded, and a JSON body that
-is not ``[args, kwargs, embed]`` is unpacked in the worker's main process. Both
-raised there, killed the worker, and left the message in the queue for the
-next worker to die on. ``json_only_strategy`` refuses such a message as an
+is not ``[args, kwargs, embed]`` is unpacked in the worker's main process.
+Either would raise there, stop the worker, and stay queued for the next
+worker to stop on. ``json_only_strategy`` refuses such a message as an
 invalid task message instead: Celery logs it and drops it, nothing runs and
 the worker keeps serving.
 

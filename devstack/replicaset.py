@@ -26,6 +26,10 @@ DEFAULT_ELECTION_TIMEOUT_MS = 10_000
 # it cannot reach (a frozen old primary would hold it for the heartbeat timeout, 10 s). callqueue
 # writes with w: "majority", so what catch-up could save was never acknowledged to anyone.
 DEFAULT_CATCH_UP_TIMEOUT_MS = 0
+# Members learn each other's replication progress from heartbeats when the direct progress reports
+# are stuck (they wait on a frozen old primary until it answers); every heartbeat can then advance
+# the majority commit point, so a shorter interval lets majority writes go on sooner.
+HEARTBEAT_INTERVAL_MS = 500
 
 
 class ReplicaSet:
@@ -83,7 +87,8 @@ class ReplicaSet:
             "_id": self.name,
             "members": [{"_id": index, "host": self.host_of(member)} for index, member in enumerate(self.members)],
             "settings": {"electionTimeoutMillis": self.election_timeout_ms,
-                         "catchUpTimeoutMillis": self.catch_up_timeout_ms},
+                         "catchUpTimeoutMillis": self.catch_up_timeout_ms,
+                         "heartbeatIntervalMillis": HEARTBEAT_INTERVAL_MS},
         }
 
     # -- addresses ----------------------------------------------------------

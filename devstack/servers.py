@@ -43,6 +43,12 @@ def redis_binary() -> str:
     return found
 
 
+# A secondary whose sync source stops answering picks another at the first failed fetch instead of
+# retrying the silent one: otherwise a frozen primary keeps the remaining secondary from acknowledging
+# the new primary's majority writes for several seconds after the election.
+REPLICA_SET_PARAMETERS = ("--setParameter", "oplogFetcherSteadyStateMaxFetcherRestarts=0")
+
+
 class MongoServer:
     """A mongod on 127.0.0.1 with its data in ``data_dir``; restartable on the same data.
 
@@ -65,7 +71,7 @@ class MongoServer:
                 "--bind_ip", ",".join(self.bind_ips), "--nounixsocket", "--wiredTigerCacheSizeGB", "0.5",
                 "--setParameter", "diagnosticDataCollectionEnabled=false", "--quiet"]
         if self.replica_set:
-            argv += ["--replSet", self.replica_set, "--oplogSize", "64"]
+            argv += ["--replSet", self.replica_set, "--oplogSize", "64", *REPLICA_SET_PARAMETERS]
         return argv + (["--auth"] if self.auth else [])
 
     @property

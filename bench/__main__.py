@@ -9,6 +9,8 @@ from types import FrameType
 
 import click
 
+from bench.failover import run_failover_benchmark
+from bench.failover import write_results as write_failover_results
 from bench.integrity import combine as combine_integrity
 from bench.pool import PROCESSES, THREADS, BenchError
 from bench.report import print_summary, summarise, targets, to_json, write_files
@@ -29,10 +31,19 @@ from bench.servers import WorkerOptions
 @click.option("--worker-loglevel", default=None, help="Override the workers' --loglevel (default: INFO).")
 @click.option("--caller-processes", type=int, default=None, help="Processes the 64 Celery callers run in.")
 @click.option("--strict", is_flag=True, help="Exit with status 2 when a target ratio fails.")
+@click.option("--failover", is_flag=True,
+              help="Instead: measure presses through replica-set failovers and a cut-off worker host.")
+@click.option("--election-timeout-ms", "election_timeouts_ms", type=click.IntRange(500, 60_000), multiple=True,
+              default=(10_000,), show_default=True,
+              help="electionTimeoutMillis of the failover replica set; repeat to compare several.")
 def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, prefetch: int | None,
-         worker_loglevel: str | None, caller_processes: int | None, strict: bool) -> None:
+         worker_loglevel: str | None, caller_processes: int | None, strict: bool, failover: bool,
+         election_timeouts_ms: tuple[int, ...]) -> None:
     """Measure the claim engine and the Celery round trip; write bench/results/*.json and *.png."""
     signal.signal(signal.SIGTERM, _interrupt)
+    if failover:
+        _failover(list(election_timeouts_ms), strict)
+        return
     workers = WorkerOptions(pool=worker_pool, concurrency=concurrency, prefetch_multiplier=prefetch,
                             loglevel=worker_loglevel)
     overrides = {"engine_mode": engine_mode, "workers": workers}
@@ -55,6 +66,16 @@ def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, pref
     if not combine_integrity("all", results.integrity).ok:
         sys.exit(1)
     if strict and not all(goal.passed for goal in goals):
+        sys.exit(2)
+
+
+def _failover(election_timeouts_ms: list[int], strict: bool) -> None:
+    """The failover mode: every event's longest press against its target; exit 1 on a dirty audit."""
+    results = run_failover_benchmark(election_timeouts_ms, partition=True, say=_say)
+    _say(f"results: {write_failover_results(results)}")
+    if not all(result.audit_clean for result in results):
+        sys.exit(1)
+    if strict and not all(result.passed for result in results):
         sys.exit(2)
 
 

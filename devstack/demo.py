@@ -45,7 +45,11 @@ def run_demo(options: DemoOptions, stack_options: StackOptions) -> bool:
 
 def _print_stack(stack: Stack) -> None:
     table = Table(title="callqueue stack", show_header=False)
-    table.add_row("MongoDB", _where(stack.mongo, stack.env["MONGO_URL"]))
+    if stack.replica_set is not None:
+        members = ", ".join(f"127.0.0.1:{m.port} (pid {m.pid})" for m in stack.replica_set.members)
+        table.add_row(f"MongoDB replica set {stack.replica_set.name}", members)
+    else:
+        table.add_row("MongoDB", _where(stack.mongo, stack.env["MONGO_URL"]))
     table.add_row("Redis", _where(stack.redis, stack.env["CELERY_BROKER_URL"]))
     for worker in stack.workers:
         table.add_row(f"worker ({worker.queue})", f"pid {worker.process.pid}")

@@ -56,23 +56,26 @@ class Timeline:
 
 @dataclass
 class FaultWindow:
-    """One fault: when it began and when the set had a (new) primary again."""
+    """One fault: when it began, when the set had a (new) primary again, and when the fault was over."""
 
     name: str
     began_at: float
     primary_again_at: float | None = None
+    ended_at: float | None = None
 
 
 Scenario = Callable[[ReplicaSet, Timeline], list[FaultWindow]]
 
 
 class FailoverStack:
-    """A replica set, a redis-server and worker pools on it, stopped by PID on exit."""
+    """A replica set (its own, or one passed in), a redis-server and worker pools, stopped by PID on exit."""
 
     def __init__(self, workdir: Path, base_env: dict[str, str], members: int = 3,
                  election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS, assignment_concurrency: int = 3,
-                 database: str = "failover") -> None:
-        self.replica_set = ReplicaSet(workdir, members=members, election_timeout_ms=election_timeout_ms)
+                 database: str = "failover", replica_set: ReplicaSet | None = None) -> None:
+        self.owns_replica_set = replica_set is None
+        self.replica_set = replica_set or ReplicaSet(workdir, members=members,
+                                                     election_timeout_ms=election_timeout_ms)
         self.redis = RedisServer(workdir)
         self.env = {**base_env, **FAILOVER_ENV, "MONGO_DB": database}
         self.options = StackOptions(assignment_concurrency=assignment_concurrency, flower=False, beat=False)
@@ -80,7 +83,8 @@ class FailoverStack:
 
     def __enter__(self) -> "FailoverStack":
         try:
-            self.replica_set.start()
+            if self.owns_replica_set:
+                self.replica_set.start()
             self.redis.start()
             env = {**self.env, "MONGO_URL": self.replica_set.url, "CELERY_BROKER_URL": self.redis.url(0),
                    "CELERY_RESULT_BACKEND": self.redis.url(1)}
@@ -95,7 +99,8 @@ class FailoverStack:
         if self.stack is not None:
             self.stack.__exit__()
         self.redis.stop()
-        self.replica_set.stop()
+        if self.owns_replica_set:
+            self.replica_set.stop()
 
     @property
     def settings(self) -> Settings:
@@ -138,8 +143,8 @@ class FailoverRun:
         return [handout for log in self.logs for handout in log.handouts]
 
     def longest_press_around(self, window: FaultWindow, before_seconds: float = 2.0) -> float:
-        """The longest press that started from shortly before the fault until the set had a primary again."""
-        end = window.primary_again_at or window.began_at
+        """The longest press that started from shortly before the fault until the fault was over."""
+        end = max(window.ended_at or 0.0, window.primary_again_at or 0.0, window.began_at)
         return max((seconds for log in self.logs
                     for started, seconds in zip(log.press_started_at, log.press_seconds)
                     if window.began_at - before_seconds <= started <= end), default=0.0)
@@ -218,7 +223,7 @@ def step_downs(forced: Iterable[bool], every_seconds: float = 4.0) -> Scenario:
             window = FaultWindow(name, timeline.note(name))
             old = replica_set.step_down(force=force)
             new = replica_set.wait_for_primary(60, other_than=old)
-            window.primary_again_at = timeline.note(f"new primary on port {new.port}")
+            window.primary_again_at = window.ended_at = timeline.note(f"new primary on port {new.port}")
             windows.append(window)
             time.sleep(every_seconds)
         return windows
@@ -238,7 +243,7 @@ def kill_and_restart(down_seconds: float = 4.0) -> Scenario:
         window.primary_again_at = timeline.note(f"new primary on port {new.port}")
         time.sleep(max(0.0, down_seconds - (window.primary_again_at - window.began_at)))
         replica_set.restart(old)
-        timeline.note(f"restarted port {old.port} on its data directory")
+        window.ended_at = timeline.note(f"restarted port {old.port} on its data directory")
         return [window]
 
     return scenario
@@ -257,7 +262,7 @@ def freeze(frozen_seconds: float = 20.0) -> Scenario:
         window.primary_again_at = timeline.note(f"new primary on port {new.port}")
         time.sleep(max(0.0, thaw_at - time.monotonic()))
         replica_set.thaw(old)
-        timeline.note(f"SIGCONT port {old.port}")
+        window.ended_at = timeline.note(f"SIGCONT port {old.port}")
         return [window]
 
     return scenario
@@ -289,7 +294,7 @@ def forced_rollback(unreplicated_seconds: float = 3.0) -> Scenario:
         replica_set.restart(old)
         replica_set.wait_until_healthy(120)
         files = replica_set.rollback_files(old)
-        timeline.note(f"old primary rejoined; rollback files: {len(files)}")
+        window.ended_at = timeline.note(f"old primary rejoined; rollback files: {len(files)}")
         return [window]
 
     return scenario

@@ -1,6 +1,7 @@
 """The whole stack as one context manager: servers, worker pools and Flower.
 
-MongoDB and Redis are started here unless ``MONGO_URL`` or
+MongoDB (a standalone, or a replica set with ``replica_set_members``) and
+Redis are started here unless ``MONGO_URL`` or
 ``CELERY_BROKER_URL`` point at servers of their own, which are then used.
 Leaving the ``with`` block, by any exit including Ctrl-C and SIGTERM, stops
 every process this stack started, by PID, in reverse order.
@@ -18,6 +19,7 @@ from types import FrameType
 from typing import Any
 
 from config import Settings
+from devstack.replicaset import ReplicaSet
 from devstack.servers import CeleryBeat, CeleryWorker, Flower, MongoServer, RedisServer
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
 
@@ -33,6 +35,8 @@ class StackOptions:
     batch_niceness: int = 10
     beat: bool = True
     flower: bool = True
+    # 0: one standalone mongod; N: an N-member replica set (devstack.replicaset), when MONGO_URL is unset.
+    replica_set_members: int = 0
     flower_port: int | None = None
     workers: bool = True
 
@@ -46,6 +50,7 @@ class Stack:
         self.workdir = Path(tempfile.mkdtemp(prefix="callqueue-stack-"))
         self.started: list[Any] = []
         self.mongo: MongoServer | None = None
+        self.replica_set: ReplicaSet | None = None
         self.redis: RedisServer | None = None
         self.workers: list[CeleryWorker] = []
         self.flower: Flower | None = None
@@ -78,7 +83,10 @@ class Stack:
 
     def _server_env(self) -> dict[str, str]:
         env = dict(self.environ)
-        if not env.get("MONGO_URL"):
+        if not env.get("MONGO_URL") and self.options.replica_set_members:
+            self.replica_set = self._launch(ReplicaSet(self.workdir, self.options.replica_set_members))
+            env["MONGO_URL"] = self.replica_set.url
+        elif not env.get("MONGO_URL"):
             self.mongo = self._launch(MongoServer(self.workdir))
             env["MONGO_URL"] = self.mongo.url
         if not env.get("CELERY_BROKER_URL"):

@@ -28,6 +28,7 @@ from rich.table import Table
 from config import Settings, load_settings
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
 from workers.exceptions import BrokerUnavailable, ConfigurationError, InfrastructureError, StoreUnavailable
+from workers.store.durability import probe_majority_write
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -39,11 +40,12 @@ COMMANDS: list[click.Command] = []
 
 @dataclass(frozen=True)
 class Check:
-    """The outcome of probing one component."""
+    """The outcome of probing one component; ``warning`` marks an answer that works but promises less."""
 
     component: str
     ok: bool
     detail: str
+    warning: bool = False
 
 
 def mongo_location(url: str) -> str:
@@ -69,6 +71,27 @@ def ping_mongo(settings: Settings, timeout_seconds: float) -> str:
         raise StoreUnavailable(f"MongoDB at {mongo_location(settings.mongo_url)}: ping failed: "
                                f"{error_name(exc)}") from exc
     return f"ping ok ({mongo_location(settings.mongo_url)})"
+
+
+def mongo_durability(settings: Settings, timeout_seconds: float) -> Check:
+    """Can the deployment acknowledge writes on a majority? A warning for a standalone or a ``w=0/1`` URL."""
+    millis = int(timeout_seconds * 1000)
+    try:
+        with MongoClient(settings.mongo_url, serverSelectionTimeoutMS=millis, connectTimeoutMS=millis,
+                         appname="callqueue-health") as client:
+            report = probe_majority_write(client[settings.mongo_db], timeout_seconds)
+    except InfrastructureError as exc:
+        return Check("mongodb durability", False, f"no majority-acknowledged write: {exc}")
+    except PyMongoError as exc:
+        return Check("mongodb durability", False, f"probe write refused: {error_name(exc)}")
+    if report.url_write_concern in ("0", "1"):
+        return Check("mongodb durability", True, f"warning: MONGO_URL asks for w={report.url_write_concern}; "
+                     "callqueue's store still writes with w=majority, other tools on this URL do not. "
+                     + report.detail, warning=True)
+    if not report.majority:
+        return Check("mongodb durability", True, "warning: cannot give majority-acknowledged writes: "
+                     + report.detail, warning=True)
+    return Check("mongodb durability", True, report.detail)
 
 
 def ping_redis(url: str, role: str, timeout_seconds: float) -> str:
@@ -127,13 +150,14 @@ def run_checks(settings: Settings, queues: Iterable[str], required_workers: Iter
     """Probe every component; worker checks are skipped while the broker is down."""
     checks = [
         probe("mongodb", lambda: ping_mongo(settings, timeout_seconds)),
+        mongo_durability(settings, timeout_seconds),
         probe("redis broker", lambda: ping_redis(settings.broker_url, "broker", timeout_seconds)),
         probe("redis result backend",
               lambda: ping_redis(settings.result_backend, "result backend", timeout_seconds)),
     ]
     if not check_workers:
         return checks
-    if not checks[1].ok:
+    if not checks[2].ok:
         skipped = [*(f"queue {queue}" for queue in queues), *(f"worker {name}" for name in required_workers)]
         return checks + [Check(name, False, "not checked: the broker is down") for name in skipped]
     app = create_app(settings, include_tasks=False)
@@ -154,7 +178,8 @@ def render_table(checks: list[Check]) -> Table:
     table.add_column("status")
     table.add_column("detail")
     for check in checks:
-        table.add_row(check.component, "[green]up[/green]" if check.ok else "[red]DOWN[/red]", check.detail)
+        status = "[red]DOWN[/red]" if not check.ok else "[yellow]WARN[/yellow]" if check.warning else "[green]up[/green]"
+        table.add_row(check.component, status, check.detail)
     return table
 
 

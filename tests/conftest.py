@@ -18,6 +18,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from config import Settings
+from devstack.replicaset import ReplicaSet
 from devstack.servers import MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
 from producers.client import AssignmentClient
@@ -33,6 +34,13 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def replica_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaSet]:
+    """A 3-member replica set of the same mongod binary, for the tests that need one (started lazily)."""
+    with ReplicaSet(tmp_path_factory.mktemp("replica-set"), members=3) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from typing import Iterator
 
 import pytest
 
+from devstack.replicaset import ReplicaSet
 from devstack.failover import (
     FailoverRun, FailoverStack, Scenario, forced_rollback, freeze, kill_and_restart, run_scenario, step_downs,
 )
@@ -35,8 +36,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def failover(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]) -> Iterator[FailoverStack]:
-    with FailoverStack(tmp_path_factory.mktemp("failover"), server_env) as running:
+def failover(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str],
+             replica_set: ReplicaSet) -> Iterator[FailoverStack]:
+    with FailoverStack(tmp_path_factory.mktemp("failover"), server_env, replica_set=replica_set) as running:
         yield running
 
 

@@ -41,9 +41,10 @@ def test_health_reports_every_component_up_with_the_workers_of_both_queues(
     assert result.exit_code == 0, result.output
     checks = checks_by_component(result)
     assert json.loads(result.output)["healthy"] is True
-    assert set(checks) == {"mongodb", "redis broker", "redis result backend",
+    assert set(checks) == {"mongodb", "mongodb durability", "redis broker", "redis result backend",
                            f"queue {ASSIGNMENTS_QUEUE}", f"queue {BATCH_QUEUE}"}
     assert all(check["ok"] for check in checks.values())
+    assert [name for name, check in checks.items() if check["warning"]] == ["mongodb durability"]  # standalone
     assert worker_named(stack, ASSIGNMENTS_QUEUE) in checks[f"queue {ASSIGNMENTS_QUEUE}"]["detail"]
     assert worker_named(stack, BATCH_QUEUE) in checks[f"queue {BATCH_QUEUE}"]["detail"]
 
@@ -65,7 +66,8 @@ def test_health_exits_nonzero_and_names_mongodb_when_no_server_answers(
     checks = checks_by_component(result)
     assert checks["mongodb"]["ok"] is False
     assert "ping failed: ServerSelectionTimeoutError" in checks["mongodb"]["detail"]
-    assert all(check["ok"] for name, check in checks.items() if name != "mongodb")
+    assert checks["mongodb durability"]["ok"] is False
+    assert all(check["ok"] for name, check in checks.items() if not name.startswith("mongodb"))
 
 
 def test_health_table_marks_mongodb_down(stack: Stack, server_env: dict[str, str]) -> None:
@@ -95,7 +97,7 @@ def test_health_fails_when_a_required_worker_does_not_answer(stack: Stack, serve
     assert result.exit_code == 1
     checks = checks_by_component(result)
     assert checks["worker ghost@nowhere"] == {"component": "worker ghost@nowhere", "ok": False,
-                                              "detail": "did not answer inspect"}
+                                              "detail": "did not answer inspect", "warning": False}
     assert checks[f"queue {ASSIGNMENTS_QUEUE}"]["ok"] is True
     assert f"queue {BATCH_QUEUE}" not in checks
 
@@ -103,7 +105,8 @@ def test_health_fails_when_a_required_worker_does_not_answer(stack: Stack, serve
 def test_health_without_workers_checks_only_the_servers(server_env: dict[str, str]) -> None:
     result = run_health(server_env, "--json", "--no-workers")
     assert result.exit_code == 0, result.output
-    assert set(checks_by_component(result)) == {"mongodb", "redis broker", "redis result backend"}
+    assert set(checks_by_component(result)) == {"mongodb", "mongodb durability", "redis broker",
+                                                 "redis result backend"}
 
 
 @pytest.mark.slow

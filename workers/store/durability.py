@@ -29,9 +29,11 @@ once, here.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+import pymongo
 from pymongo import MongoClient, ReadPreference
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -88,6 +90,50 @@ def _bound(database: Database, name: str, read_concern: ReadConcern) -> Collecti
                                    read_preference=READ_PREFERENCE)
 
 
+PROBE_COLLECTION = "callqueue_health"
+
+
+@dataclass(frozen=True)
+class DurabilityReport:
+    """Whether the deployment can acknowledge a write on a majority, and why not."""
+
+    majority: bool
+    replica_set: str | None
+    members: int
+    url_write_concern: str | None
+    detail: str
+
+
+def probe_majority_write(database: Database, timeout_seconds: float) -> DurabilityReport:
+    """Write one probe document with ``{w: "majority", j: true}`` and say what the deployment can promise.
+
+    A standalone acknowledges the write from its own journal only, and a URL
+    asking for ``w=0`` or ``w=1`` would let tools other than callqueue's store
+    (which sets its own write concern) write without a majority; both are
+    reported, not hidden. Raises ``StoreUnavailable`` when MongoDB cannot be
+    reached and ``FailoverInProgress`` when no majority acknowledges in time.
+    """
+    client = database.client
+    url_w = client.write_concern.document.get("w")
+    try:
+        hello = client.admin.command("hello")
+        probe = database.get_collection(PROBE_COLLECTION, write_concern=WriteConcern("majority", j=True))
+        started = time.monotonic()
+        with pymongo.timeout(timeout_seconds):
+            probe.update_one({"_id": "majority-write"}, {"$currentDate": {"at": True}}, upsert=True)
+        elapsed_ms = (time.monotonic() - started) * 1000
+    except PyMongoError as exc:
+        if not is_unavailable(exc):
+            raise
+        raise unavailable(exc, client) from exc
+    replica_set = hello.get("setName")
+    members = len(hello.get("hosts", [])) if replica_set else 1
+    majority = replica_set is not None or hello.get("msg") == "isdbgrid"
+    detail = (f"majority-acknowledged write in {elapsed_ms:.0f} ms (replica set {replica_set}, {members} members)"
+              if replica_set else "standalone: writes are journaled, but no other member holds them")
+    return DurabilityReport(majority, replica_set, members, None if url_w is None else str(url_w), detail)
+
+
 def can_fail_over(client: MongoClient) -> bool:
     """True when the client follows a replica set (or mongos), so a lost primary is replaced by an election.
 
@@ -127,13 +173,16 @@ def unavailable(exc: PyMongoError, client: MongoClient | None) -> StoreUnavailab
 def require_known_primary(client: MongoClient) -> None:
     """Fail at once, without waiting out a timeout, while a replica set's client knows no primary.
 
-    The client's monitors mark a lost, frozen or unreachable primary unknown;
+    Only once the client has heard from some member: a new client knows no
+    member yet and must be let to discover them. The client's monitors mark a lost, frozen or unreachable primary unknown;
     until an election gives it a new one, every operation would only wait.
     Failing fast hands the task back to the queue at once (see
     ``FailoverInProgress``), where a worker that can reach a primary takes it.
     """
     description = client.topology_description
-    if description.topology_type == TOPOLOGY_TYPE.ReplicaSetNoPrimary:
+    if description.topology_type != TOPOLOGY_TYPE.ReplicaSetNoPrimary:
+        return
+    if any(server.server_type != SERVER_TYPE.Unknown for server in description.server_descriptions().values()):
         raise FailoverInProgress("MongoDB replica set has no known primary")
 
 

@@ -26,10 +26,10 @@ DEFAULT_ELECTION_TIMEOUT_MS = 10_000
 # it cannot reach (a frozen old primary would hold it for the heartbeat timeout, 10 s). callqueue
 # writes with w: "majority", so what catch-up could save was never acknowledged to anyone.
 DEFAULT_CATCH_UP_TIMEOUT_MS = 0
-# Members learn each other's replication progress from heartbeats when the direct progress reports
-# are stuck (they wait on a frozen old primary until it answers); every heartbeat can then advance
-# the majority commit point, so a shorter interval lets majority writes go on sooner.
-HEARTBEAT_INTERVAL_MS = 500
+# While a frozen old primary holds a secondary's progress reports, the new primary learns that
+# secondary's progress only from heartbeats, and each majority write waits for the next one
+# (measured: 2 s per write at MongoDB's default interval, 0.5 s at 500 ms, 0.1 s at 100 ms).
+HEARTBEAT_INTERVAL_MS = 100
 
 
 class ReplicaSet:

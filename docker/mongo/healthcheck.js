@@ -36,7 +36,14 @@ function initiateOnce() {
   }
   // Fails (and is tried again on the next run) until every member answers.
   admin.runCommand({
-    replSetInitiate: { _id: replicaSet, members: members.map((host, index) => ({ _id: index, host: host })) },
+    replSetInitiate: {
+      _id: replicaSet,
+      members: members.map((host, index) => ({ _id: index, host: host })),
+      // A new primary takes writes at once (callqueue writes with w: "majority", so catch-up
+      // could only save writes nobody was told about), and heartbeats every 100 ms keep
+      // majority writes moving while a frozen member holds a secondary's progress reports.
+      settings: { catchUpTimeoutMillis: 0, heartbeatIntervalMillis: 100 },
+    },
   });
   print(`initiated replica set ${replicaSet} with members ${members.join(", ")}`);
 }

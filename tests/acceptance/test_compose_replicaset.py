@@ -134,6 +134,7 @@ def test_the_three_members_run_mongod_alike_with_one_key_file(services: dict[str
         assert option_value(argv, "--replSet") == example_env["MONGO_REPLICA_SET"], name
         assert option_value(argv, "--keyFile") == key_file, name
         assert "--bind_ip_all" in argv, name
+        assert option_value(argv, "--setParameter") == "oplogFetcherSteadyStateMaxFetcherRestarts=0", name
         for key in ("image", "entrypoint", "restart", "healthcheck", "stop_grace_period"):
             assert member[key] == mongo[key], f"{name}.{key}"
         assert member["restart"] == "unless-stopped"
@@ -344,7 +345,8 @@ def test_the_first_member_initiates_the_set_with_exactly_the_member_services(
     initiations = [command["replSetInitiate"] for command in result["commands"] if "replSetInitiate" in command]
     assert initiations == [{"_id": replica_set,
                             "members": [{"_id": index, "host": f"{name}:{MONGO_PORT}"}
-                                        for index, name in enumerate(MEMBERS)]}]
+                                        for index, name in enumerate(MEMBERS)],
+                            "settings": {"catchUpTimeoutMillis": 0, "heartbeatIntervalMillis": 100}}]
     assert result["code"] == 1, "healthy only once the new set has elected a primary"
 
 

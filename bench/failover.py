@@ -4,8 +4,10 @@ Each event runs on a fresh call session of a 3-member replica set while 32
 callers (two processes of 16 threads, producer clients with an 8 s timeout)
 work through it. For each event it reports the longest press that began
 around the event, the run's p99, how long the set had no primary, how many
-task retries the failover cost (the ``failover_retry`` counter) and how many
-presses outlasted the client's timeout and were resent, and checks it
+task retries the failover cost (the ``failover_retry`` counter), how many
+presses outlasted the client's timeout and were resent, and how many
+elections the set held (more than the event needs means a member called one
+needlessly: the risk of a short election timeout), and checks it
 against the targets of ``docs/performance.md``. Every run is audited like the
 failover tests; a doubled or lost student fails the benchmark.
 """
@@ -51,6 +53,7 @@ class EventResult:
     no_primary_seconds: float
     failover_retries: int
     resent_presses: int
+    elections: int
     target_seconds: float
     audit_clean: bool
 
@@ -63,7 +66,8 @@ class EventResult:
         return (f"{self.event:<26} election {self.election_timeout_ms / 1000:>4.1f}s  longest {self.longest_press_seconds:6.2f}s "
                 f"(target <= {self.target_seconds:5.1f}s) {verdict}  p99 {self.p99_seconds:5.2f}s  "
                 f"no primary {self.no_primary_seconds:5.2f}s  failover retries {self.failover_retries:4d}  "
-                f"resent {self.resent_presses:3d}  audit {'clean' if self.audit_clean else 'DIRTY'}")
+                f"resent {self.resent_presses:3d}  elections {self.elections}  "
+                f"audit {'clean' if self.audit_clean else 'DIRTY'}")
 
 
 def events(election_timeout_ms: int) -> list[tuple[str, Scenario, float, int]]:
@@ -96,7 +100,7 @@ def run_failover_benchmark(election_timeouts_ms: list[int], partition: bool, say
 
 def _measure(stack: FailoverStack, name: str, scenario: Scenario, target: float, students: int,
              election_ms: int) -> EventResult:
-    before = _failover_retries(stack.settings.broker_url)
+    before, term_before = _failover_retries(stack.settings.broker_url), stack.replica_set.term()
     run = run_scenario(stack, name, scenario, f"bench-{name.replace(' ', '-')}-{time.time_ns()}",
                        students=students, behaviour=Behaviour(call_seconds=0.02,
                                                               timeout_seconds=CLIENT_TIMEOUT_SECONDS))
@@ -108,7 +112,7 @@ def _measure(stack: FailoverStack, name: str, scenario: Scenario, target: float,
         no_primary_seconds=round((window.primary_again_at or window.began_at) - window.began_at, 3),
         failover_retries=_failover_retries(stack.settings.broker_url) - before,
         resent_presses=sum(seconds > CLIENT_TIMEOUT_SECONDS for seconds in run.presses),
-        target_seconds=target, audit_clean=_clean(run, students))
+        elections=stack.replica_set.term() - term_before, target_seconds=target, audit_clean=_clean(run, students))
 
 
 def _clean(run: FailoverRun, students: int) -> bool:
@@ -163,7 +167,7 @@ def _cut_one_host(stack: PartitionStack) -> EventResult:
     return EventResult("worker host cut off", 0, round(max(around, default=0.0), 3),
                        round(presses[min(len(presses) - 1, int(0.99 * len(presses)))], 3) if presses else 0.0,
                        0.0, _failover_retries(settings.broker_url),
-                       sum(s > CLIENT_TIMEOUT_SECONDS for s in presses), CLIENT_TIMEOUT_SECONDS, clean)
+                       sum(s > CLIENT_TIMEOUT_SECONDS for s in presses), 0, CLIENT_TIMEOUT_SECONDS, clean)
 
 
 def write_results(results: list[EventResult], directory: Path = RESULTS_DIR) -> Path:

@@ -24,7 +24,7 @@ from devstack.assistants import AssistantLog, Behaviour, run_in_processes
 from devstack.audit import AuditReport, Handout, audit_session
 from devstack.replicaset import DEFAULT_ELECTION_TIMEOUT_MS, ReplicaSet
 from devstack.servers import RedisServer
-from devstack.stack import Stack, StackOptions
+from devstack.stack import ServersStack, StackOptions
 from producers.client import AssignmentClient
 from workers.store import STUDENTS
 
@@ -67,45 +67,17 @@ class FaultWindow:
 Scenario = Callable[[ReplicaSet, Timeline], list[FaultWindow]]
 
 
-class FailoverStack:
+class FailoverStack(ServersStack):
     """A replica set (its own, or one passed in), a redis-server and worker pools, stopped by PID on exit."""
 
     def __init__(self, workdir: Path, base_env: dict[str, str], members: int = 3,
                  election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS, assignment_concurrency: int = 3,
                  database: str = "failover", replica_set: ReplicaSet | None = None) -> None:
-        self.owns_replica_set = replica_set is None
         self.replica_set = replica_set or ReplicaSet(workdir, members=members,
                                                      election_timeout_ms=election_timeout_ms)
-        self.redis = RedisServer(workdir)
-        self.env = {**base_env, **FAILOVER_ENV, "MONGO_DB": database}
-        self.options = StackOptions(assignment_concurrency=assignment_concurrency, flower=False, beat=False)
-        self.stack: Stack | None = None
-
-    def __enter__(self) -> "FailoverStack":
-        try:
-            if self.owns_replica_set:
-                self.replica_set.start()
-            self.redis.start()
-            env = {**self.env, "MONGO_URL": self.replica_set.url, "CELERY_BROKER_URL": self.redis.url(0),
-                   "CELERY_RESULT_BACKEND": self.redis.url(1)}
-            self.stack = Stack(self.options, environ=env)
-            self.stack.__enter__()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.stack is not None:
-            self.stack.__exit__()
-        self.redis.stop()
-        if self.owns_replica_set:
-            self.replica_set.stop()
-
-    @property
-    def settings(self) -> Settings:
-        assert self.stack is not None
-        return self.stack.settings
+        super().__init__(self.replica_set, RedisServer(workdir), {**base_env, **FAILOVER_ENV, "MONGO_DB": database},
+                         StackOptions(assignment_concurrency=assignment_concurrency, flower=False, beat=False),
+                         owns_mongo=replica_set is None)
 
 
 @dataclass
@@ -150,14 +122,23 @@ class FailoverRun:
                     if window.began_at - before_seconds <= started <= end), default=0.0)
 
     @property
-    def rolled_back_claims(self) -> set[tuple[str, int, str]]:
-        """Claims (student, token, assistant) found in rolled-back documents but not in the final history."""
+    def rolled_back_claim_entries(self) -> set[tuple[str, int, str]]:
+        """Claims (student, token, assistant) in the documents a member set aside when it rolled back.
+
+        A claim the same request made again on the new primary shows here and
+        in the final history alike: the request got its student once.
+        """
         claims = set()
         for document in self.rolled_back:
             for entry in document.get("history", []):
                 if entry.get("event") == "claimed":
                     claims.add((document["_id"], entry.get("token"), entry.get("assistant_id")))
-        return claims - self.final_claims
+        return claims
+
+    @property
+    def rolled_back_claims(self) -> set[tuple[str, int, str]]:
+        """Rolled-back claims that are not in the final history: claims that disappeared."""
+        return self.rolled_back_claim_entries - self.final_claims
 
     def rolled_back_claims_told_to_callers(self) -> list[tuple[str, int, str]]:
         """Rolled-back claims that some caller was nevertheless told about (must be none)."""
@@ -269,12 +250,13 @@ def freeze(frozen_seconds: float = 20.0) -> Scenario:
 
 
 def forced_rollback(unreplicated_seconds: float = 3.0) -> Scenario:
-    """Make the primary accept writes no secondary gets, then lose it, so that it rolls them back.
+    """Make the primary accept writes no secondary gets, then take its role away, so that it rolls them back.
 
     Both secondaries are frozen, so the primary applies claims that wait in
-    vain for a majority; then the primary is killed, the secondaries thawed
-    (one of them is elected), and the old primary restarted: it rolls back
-    what only it had and writes those documents to ``dbpath/rollback``.
+    vain for a majority; then the primary is frozen and the secondaries thawed:
+    they elect one of themselves, which goes on without those writes. When the
+    old primary is thawed it learns of the new term, steps down, and rolls back
+    what only it had, writing those documents to ``dbpath/rollback``.
     """
 
     def scenario(replica_set: ReplicaSet, timeline: Timeline) -> list[FaultWindow]:
@@ -285,16 +267,16 @@ def forced_rollback(unreplicated_seconds: float = 3.0) -> Scenario:
         for member in secondaries:
             replica_set.freeze(member)
         time.sleep(unreplicated_seconds)
-        replica_set.kill(old)
-        timeline.note(f"SIGKILL primary on port {old.port} with writes no majority has")
+        replica_set.freeze(old)
+        timeline.note(f"SIGSTOP primary on port {old.port} with writes no majority has")
         for member in secondaries:
             replica_set.thaw(member)
         new = replica_set.wait_for_primary(60, other_than=old)
         window.primary_again_at = timeline.note(f"new primary on port {new.port}")
-        replica_set.restart(old)
-        replica_set.wait_until_healthy(120)
-        files = replica_set.rollback_files(old)
-        window.ended_at = timeline.note(f"old primary rejoined; rollback files: {len(files)}")
+        time.sleep(2)
+        replica_set.thaw(old)
+        files = replica_set.wait_for_rollback_files(old, 60)
+        window.ended_at = timeline.note(f"old primary thawed and rolled back; rollback files: {len(files)}")
         return [window]
 
     return scenario

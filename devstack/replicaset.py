@@ -22,6 +22,10 @@ from devstack.processes import StartupError, wait_until
 from devstack.servers import STARTUP_TIMEOUT_SECONDS, MongoServer
 
 DEFAULT_ELECTION_TIMEOUT_MS = 10_000
+# Secondaries fetch the oplog with one getMore at a time instead of a stream the primary pushes:
+# a frozen secondary then receives nothing (a streamed batch would wait in its socket buffer and be
+# applied on thaw). The forced-rollback scenario needs writes that truly never left the primary.
+PULLED_REPLICATION = ("--setParameter", "oplogFetcherUsesExhaust=false")
 # A new primary starts taking writes at once instead of first trying to catch up with members
 # it cannot reach (a frozen old primary would hold it for the heartbeat timeout, 10 s). callqueue
 # writes with w: "majority", so what catch-up could save was never acknowledged to anyone.
@@ -38,20 +42,22 @@ class ReplicaSet:
     ``advertised_host`` is the address written into the replica-set config
     (default 127.0.0.1); every client discovers the members by it, so it must
     be reachable from wherever workers run. ``bind_ips`` are extra addresses
-    each member listens on.
+    each member listens on; ``member_args`` go on every member's command line.
     """
 
     def __init__(self, workdir: Path, members: int = 3, name: str = "rs0",
                  election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS,
                  advertised_host: str = "127.0.0.1", bind_ips: tuple[str, ...] = (),
-                 catch_up_timeout_ms: int = DEFAULT_CATCH_UP_TIMEOUT_MS) -> None:
+                 catch_up_timeout_ms: int = DEFAULT_CATCH_UP_TIMEOUT_MS,
+                 member_args: tuple[str, ...] = ()) -> None:
         if members < 1:
             raise ValueError("a replica set needs at least one member")
         self.name = name
         self.election_timeout_ms = election_timeout_ms
         self.catch_up_timeout_ms = catch_up_timeout_ms
         self.advertised_host = advertised_host
-        self.members = [MongoServer(workdir, replica_set=name, bind_ips=bind_ips) for _ in range(members)]
+        self.members = [MongoServer(workdir, replica_set=name, bind_ips=bind_ips, extra_args=member_args)
+                        for _ in range(members)]
         self._frozen: set[int] = set()
 
     # -- lifecycle ----------------------------------------------------------
@@ -181,6 +187,26 @@ class ReplicaSet:
         if member.pid in self._frozen:
             member.process.send_signal(signal.SIGCONT)
             self._frozen.discard(member.pid)
+
+    def term(self) -> int:
+        """The set's election term as the first answering member reports it: it grows by one per election."""
+        for member in self.members:
+            if member.pid in self._frozen or not member.process.alive():
+                continue
+            try:
+                with _direct(member, timeout_ms=2000) as client:
+                    return int(client.admin.command("replSetGetStatus")["term"])
+            except PyMongoError:
+                continue
+        raise StartupError(f"no member of replica set {self.name} answers")
+
+    def wait_for_rollback_files(self, member: MongoServer, timeout_seconds: float) -> list[Path]:
+        """The member's rollback files, once it wrote any (a rejoining former primary rolls back
+        after it is back as a secondary); an empty list when none came within the timeout."""
+        deadline = time.monotonic() + timeout_seconds
+        while not (files := self.rollback_files(member)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return files
 
     def rollback_files(self, member: MongoServer) -> list[Path]:
         """Documents the member wrote aside when it rolled back writes no majority had."""

@@ -58,12 +58,14 @@ class MongoServer:
     """
 
     def __init__(self, workdir: Path, port: int | None = None, auth: bool = False,
-                 replica_set: str | None = None, bind_ips: tuple[str, ...] = ()) -> None:
+                 replica_set: str | None = None, bind_ips: tuple[str, ...] = (),
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.data_dir = workdir / f"mongo-{self.port}"
         self.auth = auth
         self.replica_set = replica_set
         self.bind_ips = ("127.0.0.1", *bind_ips)
+        self.extra_args = extra_args
         self.process = ManagedProcess("mongod", self._argv(), workdir / f"mongod-{self.port}.log")
 
     def _argv(self) -> list[str]:
@@ -72,7 +74,7 @@ class MongoServer:
                 "--setParameter", "diagnosticDataCollectionEnabled=false", "--quiet"]
         if self.replica_set:
             argv += ["--replSet", self.replica_set, "--oplogSize", "64", *REPLICA_SET_PARAMETERS]
-        return argv + (["--auth"] if self.auth else [])
+        return argv + (["--auth"] if self.auth else []) + list(self.extra_args)
 
     @property
     def url(self) -> str:

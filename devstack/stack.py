@@ -128,3 +128,48 @@ class Stack:
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+class ServersStack:
+    """A MongoDB (standalone or replica set) and a redis-server of its own, with a ``Stack`` on them.
+
+    For tests and benchmarks that stop, kill or freeze servers, which nothing
+    else may share. A MongoDB passed in ``started`` state (``owns_mongo=False``)
+    is left running on exit; everything else is stopped by PID, also when
+    starting fails part-way.
+    """
+
+    def __init__(self, mongo: MongoServer | ReplicaSet, redis: RedisServer, environ: dict[str, str],
+                 options: StackOptions, owns_mongo: bool = True) -> None:
+        self.mongo = mongo
+        self.redis = redis
+        self.environ = environ
+        self.options = options
+        self.owns_mongo = owns_mongo
+        self.stack: Stack | None = None
+
+    def __enter__(self) -> "ServersStack":
+        try:
+            if self.owns_mongo:
+                self.mongo.start()
+            self.redis.start()
+            env = {**self.environ, "MONGO_URL": self.mongo.url, "CELERY_BROKER_URL": self.redis.url(0),
+                   "CELERY_RESULT_BACKEND": self.redis.url(1)}
+            self.stack = Stack(self.options, environ=env)
+            self.stack.__enter__()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stack is not None:
+            self.stack.__exit__()
+        self.redis.stop()
+        if self.owns_mongo:
+            self.mongo.stop()
+
+    @property
+    def settings(self) -> Settings:
+        assert self.stack is not None, "the stack is not running"
+        return self.stack.settings

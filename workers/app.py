@@ -96,6 +96,11 @@ def celery_config(settings: Settings) -> dict:
         "result_extended": False,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "broker_connection_retry_on_startup": True,
+        # A task that retries (an outage, a failover) publishes its next run; ride out a Redis restart
+        # of a few seconds instead of failing the task over it.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5,
+                                      "interval_max": 1.0},
         "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds},
         "result_backend_transport_options": {"retry_policy": {
             "max_retries": settings.redis_max_retries, "interval_start": 0.2,

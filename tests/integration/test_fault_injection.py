@@ -9,7 +9,9 @@ this module's own, so the restarts touch no other test.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
 import time
 from pathlib import Path
@@ -18,11 +20,10 @@ from typing import Iterator
 import pytest
 from pymongo import MongoClient
 
-from config import Settings
 from devstack.assistants import AssistantLog, Behaviour, run_in_processes
 from devstack.audit import audit_session
 from devstack.servers import MongoServer, RedisServer
-from devstack.stack import Stack, StackOptions
+from devstack.stack import ServersStack, StackOptions
 from producers.client import AssignmentClient
 from tests.integration.helpers import seed
 
@@ -37,41 +38,14 @@ FAULT_ENV = {
 }
 
 
-class FaultyStack:
+class FaultyStack(ServersStack):
     """Own mongod and redis-server plus worker pools, with the knobs to break them."""
 
     def __init__(self, workdir: Path, base_env: dict[str, str]) -> None:
-        self.mongo = MongoServer(workdir)
-        self.redis = RedisServer(workdir)
-        self.base_env = base_env
-        self.stack: Stack | None = None
-
-    def __enter__(self) -> "FaultyStack":
-        try:
-            self.mongo.start()
-            self.redis.start()
-            env = {**self.base_env, **FAULT_ENV, "MONGO_URL": self.mongo.url,
-                   "CELERY_BROKER_URL": self.redis.url(0), "CELERY_RESULT_BACKEND": self.redis.url(1)}
-            self.stack = Stack(StackOptions(assignment_concurrency=3, flower=False, beat=False), environ=env)
-            self.stack.__enter__()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.stack is not None:
-            self.stack.__exit__()
-        self.redis.stop()
-        self.mongo.stop()
-
-    @property
-    def settings(self) -> Settings:
-        return self.stack.settings
+        super().__init__(MongoServer(workdir), RedisServer(workdir), {**base_env, **FAULT_ENV},
+                         StackOptions(assignment_concurrency=3, flower=False, beat=False))
 
     def kill_a_worker_child(self, rng: random.Random) -> None:
-        import os
-        import signal
         children = self.stack.workers[0].child_pids()
         if children:
             os.kill(rng.choice(children), signal.SIGKILL)

@@ -46,8 +46,9 @@ def run_demo(options: DemoOptions, stack_options: StackOptions) -> bool:
 def _print_stack(stack: Stack) -> None:
     table = Table(title="callqueue stack", show_header=False)
     if stack.replica_set is not None:
-        members = ", ".join(f"127.0.0.1:{m.port} (pid {m.pid})" for m in stack.replica_set.members)
-        table.add_row(f"MongoDB replica set {stack.replica_set.name}", members)
+        for number, member in enumerate(stack.replica_set.members, start=1):
+            table.add_row(f"MongoDB replica set {stack.replica_set.name}, member {number}",
+                          f"127.0.0.1:{member.port} (pid {member.pid})")
     else:
         table.add_row("MongoDB", _where(stack.mongo, stack.env["MONGO_URL"]))
     table.add_row("Redis", _where(stack.redis, stack.env["CELERY_BROKER_URL"]))

@@ -43,6 +43,19 @@ def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
     assert not [pid for pid in started if alive(pid)]
 
 
+def test_demo_on_a_three_member_replica_set_reports_no_double_handouts_and_stops_every_member() -> None:
+    finished = subprocess.run([sys.executable, "-m", "devstack", "demo", "--students", "300", "--assistants", "8",
+                               "--replica-set", "3"], capture_output=True, text=True, timeout=300,
+                              cwd=PROJECT_ROOT, env=demo_env())
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert len(re.findall(r"MongoDB replica set rs0, member \d", finished.stdout)) == 3
+    assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
+    assert re.search(r"completed\s*│\s*300\b", finished.stdout)
+    started = pids_in(finished.stdout)
+    assert len(started) == 8  # three mongod members, redis-server, two worker pools, beat, Flower
+    assert not [pid for pid in started if alive(pid)]
+
+
 def test_ctrl_c_stops_every_process_the_demo_started() -> None:
     demo = subprocess.Popen([sys.executable, "-m", "devstack", "demo", "--students", "50", "--assistants", "3",
                              "--hold"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

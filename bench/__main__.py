@@ -36,13 +36,16 @@ from bench.servers import WorkerOptions
 @click.option("--election-timeout-ms", "election_timeouts_ms", type=click.IntRange(500, 60_000), multiple=True,
               default=(10_000,), show_default=True,
               help="electionTimeoutMillis of the failover replica set; repeat to compare several.")
+@click.option("--failover-part", type=click.Choice(["all", "replica-set", "partition"]), default="all",
+              show_default=True, help="With --failover: the replica-set events, the cut-off worker host, or both.")
 def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, prefetch: int | None,
          worker_loglevel: str | None, caller_processes: int | None, strict: bool, failover: bool,
-         election_timeouts_ms: tuple[int, ...]) -> None:
+         election_timeouts_ms: tuple[int, ...], failover_part: str) -> None:
     """Measure the claim engine and the Celery round trip; write bench/results/*.json and *.png."""
     signal.signal(signal.SIGTERM, _interrupt)
     if failover:
-        _failover(list(election_timeouts_ms), strict)
+        timeouts = [] if failover_part == "partition" else list(election_timeouts_ms)
+        _failover(timeouts, failover_part != "replica-set", strict)
         return
     workers = WorkerOptions(pool=worker_pool, concurrency=concurrency, prefetch_multiplier=prefetch,
                             loglevel=worker_loglevel)
@@ -69,9 +72,9 @@ def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, pref
         sys.exit(2)
 
 
-def _failover(election_timeouts_ms: list[int], strict: bool) -> None:
+def _failover(election_timeouts_ms: list[int], partition: bool, strict: bool) -> None:
     """The failover mode: every event's longest press against its target; exit 1 on a dirty audit."""
-    results = run_failover_benchmark(election_timeouts_ms, partition=True, say=_say)
+    results = run_failover_benchmark(election_timeouts_ms, partition=partition, say=_say)
     _say(f"results: {write_failover_results(results)}")
     if not all(result.audit_clean for result in results):
         sys.exit(1)

@@ -61,7 +61,9 @@ def _new_client(settings: Settings) -> MongoClient:
     return MongoClient(
         settings.mongo_url,
         serverSelectionTimeoutMS=_ms(settings.mongo_server_selection_timeout_seconds),
-        connectTimeoutMS=_ms(settings.mongo_server_selection_timeout_seconds),
+        # Also how long the driver's monitor waits on a silent member before marking it unknown.
+        connectTimeoutMS=_ms(min(settings.mongo_server_selection_timeout_seconds,
+                                 settings.mongo_operation_timeout_seconds)),
         timeoutMS=_ms(settings.mongo_operation_timeout_seconds),
         heartbeatFrequencyMS=max(500, _ms(settings.mongo_heartbeat_seconds)),
         retryWrites=True,

@@ -23,7 +23,7 @@ from config import Settings
 from devstack.assistants import AssistantLog, Behaviour, run_in_processes
 from devstack.audit import AuditReport, Handout, audit_session
 from devstack.replicaset import DEFAULT_ELECTION_TIMEOUT_MS, ReplicaSet
-from devstack.servers import RedisServer
+from devstack.servers import MongoServer, RedisServer
 from devstack.stack import ServersStack, StackOptions
 from producers.client import AssignmentClient
 from workers.store import STUDENTS
@@ -214,36 +214,31 @@ def step_downs(forced: Iterable[bool], every_seconds: float = 4.0) -> Scenario:
 
 def kill_and_restart(down_seconds: float = 4.0) -> Scenario:
     """SIGKILL the primary, and start it again on the same data ``down_seconds`` later."""
-
-    def scenario(replica_set: ReplicaSet, timeline: Timeline) -> list[FaultWindow]:
-        time.sleep(LEAD_IN_SECONDS)
-        old = replica_set.wait_for_primary(30)
-        window = FaultWindow("primary killed", timeline.note(f"SIGKILL primary on port {old.port}"))
-        replica_set.kill(old)
-        new = replica_set.wait_for_primary(60, other_than=old)
-        window.primary_again_at = timeline.note(f"new primary on port {new.port}")
-        time.sleep(max(0.0, down_seconds - (window.primary_again_at - window.began_at)))
-        replica_set.restart(old)
-        window.ended_at = timeline.note(f"restarted port {old.port} on its data directory")
-        return [window]
-
-    return scenario
+    return _primary_lost("primary killed", "SIGKILL", ReplicaSet.kill, ReplicaSet.restart, down_seconds,
+                         "restarted on its data directory")
 
 
 def freeze(frozen_seconds: float = 20.0) -> Scenario:
     """SIGSTOP the primary for ``frozen_seconds``, then SIGCONT it."""
+    return _primary_lost("primary frozen", "SIGSTOP", ReplicaSet.freeze, ReplicaSet.thaw, frozen_seconds,
+                         "SIGCONT")
+
+
+def _primary_lost(name: str, how: str, lose: Callable[[ReplicaSet, MongoServer], None],
+                  undo: Callable[[ReplicaSet, MongoServer], None], lost_seconds: float, undone: str) -> Scenario:
+    """Lose the primary with ``lose``, wait for the election, and ``undo`` it ``lost_seconds`` after the loss."""
 
     def scenario(replica_set: ReplicaSet, timeline: Timeline) -> list[FaultWindow]:
         time.sleep(LEAD_IN_SECONDS)
         old = replica_set.wait_for_primary(30)
-        window = FaultWindow("primary frozen", timeline.note(f"SIGSTOP primary on port {old.port}"))
-        replica_set.freeze(old)
-        thaw_at = time.monotonic() + frozen_seconds
-        new = replica_set.wait_for_primary(frozen_seconds + 30, other_than=old)
+        window = FaultWindow(name, timeline.note(f"{how} primary on port {old.port}"))
+        lose(replica_set, old)
+        undo_at = time.monotonic() + lost_seconds
+        new = replica_set.wait_for_primary(lost_seconds + 60, other_than=old)
         window.primary_again_at = timeline.note(f"new primary on port {new.port}")
-        time.sleep(max(0.0, thaw_at - time.monotonic()))
-        replica_set.thaw(old)
-        window.ended_at = timeline.note(f"SIGCONT port {old.port}")
+        time.sleep(max(0.0, undo_at - time.monotonic()))
+        undo(replica_set, old)
+        window.ended_at = timeline.note(f"port {old.port}: {undone}")
         return [window]
 
     return scenario

@@ -10,6 +10,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
+import pymongo
 import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -21,6 +22,8 @@ from workers.store import AssignmentStore, NewStudent, ensure_indexes
 from workers.store.durability import can_fail_over
 
 MAJORITY_JOURNALED = {"w": "majority", "j": True}
+# Deadline for setting up and checking outside the fault (a loaded machine can take more than a second).
+SETUP_TIMEOUT_SECONDS = 30
 
 
 @pytest.fixture()
@@ -28,9 +31,11 @@ def rs_database(replica_set: ReplicaSet) -> Iterator[Database]:
     """A fresh database on the replica set, with a client whose operations time out after 1 s."""
     name = f"durability_{uuid.uuid4().hex[:8]}"
     with MongoClient(replica_set.url, tz_aware=True, timeoutMS=1000) as client:
-        ensure_indexes(client[name])
+        with pymongo.timeout(SETUP_TIMEOUT_SECONDS):
+            ensure_indexes(client[name])
         yield client[name]
-        client.drop_database(name)
+        with pymongo.timeout(SETUP_TIMEOUT_SECONDS):
+            client.drop_database(name)
 
 
 @contextmanager
@@ -69,17 +74,20 @@ def test_rechecks_on_a_standalone_read_majority_because_it_has_no_linearizable(e
 
 def test_a_claim_no_majority_acknowledges_is_never_answered_and_its_retry_gets_the_same_student(
         rs_database: Database, replica_set: ReplicaSet) -> None:
-    store = AssignmentStore(rs_database)
+    store = AssignmentStore(rs_database, bulk_timeout_seconds=SETUP_TIMEOUT_SECONDS)
     store.import_students("s", None, [NewStudent({"name": "Ada"}, key="ada"), NewStudent({"name": "Bo"}, key="bo")])
-    session = store.open_session("s")
+    with pymongo.timeout(SETUP_TIMEOUT_SECONDS):
+        session = store.open_session("s")
     with secondaries_frozen(replica_set):
         with pytest.raises(FailoverInProgress):
             store.assign_next(session, "alice", "press-1")  # applied on the primary, never acknowledged
         with pytest.raises(FailoverInProgress):
             store.assign_next(session, "alice", "press-1")  # the recheck will not answer from it either
-    answer = store.assign_next(session, "alice", "press-1")
+    with pymongo.timeout(SETUP_TIMEOUT_SECONDS):
+        answer = store.assign_next(session, "alice", "press-1")
     assert (answer.student_id, answer.assignment_token, answer.already_held) == ("s:ada", 1, False)
-    assert AssignmentStore(rs_database).students.count_documents({"assigned_to": "alice"}) == 1
+    with pymongo.timeout(SETUP_TIMEOUT_SECONDS):
+        assert store.students.count_documents({"assigned_to": "alice"}) == 1
 
 
 def test_health_reports_majority_acknowledged_writes_on_the_replica_set(

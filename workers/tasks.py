@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 
 from workers.app import BATCH_QUEUE, app
 from workers.store import AssignmentStore, NewStudent
@@ -50,6 +50,22 @@ class CallqueueTask(Task):
         if self.request_stack.top is not None and not self.request.called_directly:
             return self.run(*args, **kwargs)
         return super().__call__(*args, **kwargs)
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry, except that a retry that cannot be published puts the message back.
+
+        When publishing the next run fails (Redis restarting), Celery rejects
+        the message without requeueing and records a terminal FAILURE, which
+        would fail a caller over a short broker outage. Every callqueue task is
+        safe to run again, so the message is requeued instead (late-acked
+        messages also come back when the worker reconnects).
+        """
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            raise Reject(exc.reason, requeue=True) from exc
 
 
 def callqueue_task(name: str, **options: Any) -> Callable[[Callable[..., Result]], Task]:

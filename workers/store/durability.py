@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -170,19 +171,23 @@ def unavailable(exc: PyMongoError, client: MongoClient | None) -> StoreUnavailab
     return StoreUnavailable(reason)
 
 
+_had_primary: "weakref.WeakSet[MongoClient]" = weakref.WeakSet()
+
+
 def require_known_primary(client: MongoClient) -> None:
     """Fail at once, without waiting out a timeout, while a replica set's client knows no primary.
 
-    Only once the client has heard from some member: a new client knows no
-    member yet and must be let to discover them. The client's monitors mark a lost, frozen or unreachable primary unknown;
+    Only for a client that has known a primary before: a new client may hear
+    from a secondary before the primary and must be let to discover it. The
+    client's monitors mark a lost, frozen or unreachable primary unknown;
     until an election gives it a new one, every operation would only wait.
     Failing fast hands the task back to the queue at once (see
     ``FailoverInProgress``), where a worker that can reach a primary takes it.
     """
     description = client.topology_description
-    if description.topology_type != TOPOLOGY_TYPE.ReplicaSetNoPrimary:
-        return
-    if any(server.server_type != SERVER_TYPE.Unknown for server in description.server_descriptions().values()):
+    if description.topology_type == TOPOLOGY_TYPE.ReplicaSetWithPrimary:
+        _had_primary.add(client)
+    elif description.topology_type == TOPOLOGY_TYPE.ReplicaSetNoPrimary and client in _had_primary:
         raise FailoverInProgress("MongoDB replica set has no known primary")
 
 

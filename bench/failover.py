@@ -26,6 +26,7 @@ from typing import Any, Callable
 from pymongo import MongoClient
 
 from bench.report import RESULTS_DIR, _git_state
+from bench.stats import percentile
 from devstack.assistants import AssistantLog, Behaviour, run_in_processes
 from devstack.audit import audit_session
 from devstack.failover import (
@@ -165,7 +166,7 @@ def _cut_one_host(stack: PartitionStack) -> EventResult:
                                [h for log in logs for h in log.handouts])
     clean = report.clean and report.completed == STUDENTS and all(log.exhausted and not log.errors for log in logs)
     return EventResult("worker host cut off", 0, round(max(around, default=0.0), 3),
-                       round(presses[min(len(presses) - 1, int(0.99 * len(presses)))], 3) if presses else 0.0,
+                       round(percentile(presses, 0.99), 3),
                        0.0, _failover_retries(settings.broker_url),
                        sum(s > CLIENT_TIMEOUT_SECONDS for s in presses), 0, CLIENT_TIMEOUT_SECONDS, clean)
 

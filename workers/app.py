@@ -102,6 +102,12 @@ def celery_config(settings: Settings) -> dict:
         "task_publish_retry_policy": {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5,
                                       "interval_max": 1.0},
         "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds},
+        # Storing or reading a result retries through a Redis restart (about 10 s of backoff with
+        # jitter) so that a claim already made is still answered instead of ending as a FAILURE.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 20,
+        "result_backend_base_sleep_between_retries_ms": 100,
+        "result_backend_max_sleep_between_retries_ms": 1000,
         "result_backend_transport_options": {"retry_policy": {
             "max_retries": settings.redis_max_retries, "interval_start": 0.2,
             "interval_step": 0.5, "interval_max": 2.0,

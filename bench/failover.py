@@ -35,7 +35,7 @@ from devstack.failover import (
 from devstack.netns import TestHosts, available
 from devstack.partition import PartitionStack
 from producers.client import AssignmentClient
-from workers.metrics import read_counters, redis_client
+from workers.metrics import FLUSH_INTERVAL_SECONDS, read_counters, redis_client
 
 CLIENT_TIMEOUT_SECONDS = 8.0
 STUDENTS = 2_000
@@ -123,6 +123,8 @@ def _clean(run: FailoverRun, students: int) -> bool:
 
 
 def _failover_retries(broker_url: str) -> int:
+    """The workers' count of failover retries, once their last buffered counts have been written."""
+    time.sleep(FLUSH_INTERVAL_SECONDS * 1.5)
     events_counted, _ = read_counters(redis_client(broker_url))
     return events_counted.get("failover_retry", 0)
 

@@ -17,11 +17,12 @@ from typing import Any, Callable
 
 from celery import Task
 from celery.exceptions import Reject, Retry
+from celery.signals import worker_process_shutdown, worker_shutdown
 
 from workers.app import BATCH_QUEUE, app
 from workers.store import AssignmentStore, NewStudent
 from workers.eventlog import log_event
-from workers.metrics import count_event, redis_client
+from workers.metrics import counter_buffer, flush_all
 from workers.exceptions import (
     FailoverInProgress, InfrastructureError, InvalidArgument, MissingArgument, Rejected,
 )
@@ -119,10 +120,19 @@ def _retry_failover(name: str, task: Task, exc: FailoverInProgress) -> BaseExcep
         return retry
 
 
+def flush_counters(**_: Any) -> None:
+    """A worker process that stops normally writes its buffered domain counts first."""
+    flush_all()
+
+
+worker_process_shutdown.connect(flush_counters, weak=False)
+worker_shutdown.connect(flush_counters, weak=False)
+
+
 def report(event: str, amount: int = 1, code: str | None = None, **fields: Any) -> None:
     """Log the event as one structured line and add it to the domain counters."""
     log_event(event, code=code, **fields)
-    count_event(redis_client(app.settings.broker_url), event, amount, code)
+    counter_buffer(app.settings.broker_url).add(event, amount, code)
 
 
 def _rejected(name: str, task: Task, exc: Rejected, started: float, **fields: Any) -> Result:

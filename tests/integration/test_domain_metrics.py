@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -16,6 +17,7 @@ from devstack.stack import Stack
 from producers.client import AssignmentClient
 from tests.integration.helpers import seed
 from workers.exceptions import UnknownSession
+from workers.metrics import FLUSH_INTERVAL_SECONDS
 
 
 @pytest.fixture()
@@ -32,6 +34,16 @@ def exporter(stack: Stack, server_env: dict[str, str], tmp_path: Path) -> Iterat
         process.stop()
 
 
+def scrape_until(url: str, done: Callable[[dict[str, float]], bool], seconds: float) -> dict[str, float]:
+    """Scrape until ``done`` accepts the figures or ``seconds`` pass; the last figures either way."""
+    deadline = time.monotonic() + seconds
+    figures = scrape(url)
+    while not done(figures) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        figures = scrape(url)
+    return figures
+
+
 def scrape(url: str) -> dict[str, float]:
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
@@ -42,19 +54,23 @@ def scrape(url: str) -> dict[str, float]:
 def test_exporter_counts_claims_rejections_and_session_figures(exporter: str, client: AssignmentClient,
                                                                session_id: str) -> None:
     seed(client, session_id, 10)
+    time.sleep(FLUSH_INTERVAL_SECONDS * 1.5)  # counts of earlier tests have landed
     before = scrape(exporter)
     for assistant in ("a", "b", "c"):
         client.assign_next(session_id, assistant)
     with pytest.raises(UnknownSession):
         client.assign_next(f"{session_id}-missing", "a")
 
-    after = scrape(exporter)
+    claimed, unknown = 'callqueue_events_total{event="claimed"}', 'callqueue_rejections_total{code="unknown_session"}'
 
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
+    def gain(figures: dict[str, float], name: str) -> float:
+        return figures.get(name, 0.0) - before.get(name, 0.0)
 
-    assert delta('callqueue_events_total{event="claimed"}') == 3
-    assert delta('callqueue_rejections_total{code="unknown_session"}') == 1
+    # Counts lag by at most one flush interval; wait a few, then they must be exact.
+    after = scrape_until(exporter, lambda now: gain(now, claimed) >= 3 and gain(now, unknown) >= 1,
+                         FLUSH_INTERVAL_SECONDS * 3)
+    assert gain(after, claimed) == 3
+    assert gain(after, unknown) == 1
     assert after[f'callqueue_session_students{{call_session_id="{session_id}",state="pending"}}'] == 7
     assert after[f'callqueue_session_students{{call_session_id="{session_id}",state="assigned"}}'] == 3
     assert after[f'callqueue_session_assistants_holding{{call_session_id="{session_id}"}}'] == 3

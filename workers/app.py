@@ -19,6 +19,7 @@ from kombu.utils import json as kombu_json
 from config import Settings, load_settings
 from workers.eventlog import JsonFormatter
 from workers.gate import StoreGate
+from workers.transport import TRANSPORT
 
 # Deeper than any valid callqueue message (student payloads nest at most 8 levels).
 MAX_MESSAGE_DEPTH = 32
@@ -96,6 +97,8 @@ def celery_config(settings: Settings) -> dict:
         "result_extended": False,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "broker_connection_retry_on_startup": True,
+        # kombu's Redis transport with a fix that keeps the worker alive through a broker restart.
+        "broker_transport": TRANSPORT,
         # A task that retries (an outage, a failover) publishes its next run; ride out a Redis restart
         # of a few seconds instead of failing the task over it.
         "task_publish_retry": True,

@@ -90,6 +90,8 @@ def test_no_student_is_lost_or_doubled_through_kills_and_restarts(faulty: Faulty
     callers.join(timeout=600)
 
     assert not callers.is_alive(), "callers did not finish"
+    dead = [worker for worker in faulty.stack.workers if not worker.process.alive()]
+    assert not dead, [(worker.hostname, worker.process.log_tail(40)) for worker in dead]  # no worker died
     assert timeline[-1].endswith("True"), timeline  # every fault hit a running workload
     assert [log.errors for log in logs if log.errors] == [], timeline
     assert len(logs) == 64 and all(log.exhausted for log in logs)  # every request got an answer

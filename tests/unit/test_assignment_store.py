@@ -108,6 +108,16 @@ def test_unknown_and_closed_sessions_are_refused(store: AssignmentStore) -> None
         store.open_session("s")
 
 
+def test_open_sessions_are_read_at_once_without_closed_ones(store: AssignmentStore) -> None:
+    for session_id in ("a", "b", "c"):
+        import_rows(store, session_id, 1)
+    store.sessions.update_one({"_id": "b"}, {"$set": {"status": "closed"}})
+    assert sorted(session.id for session in store.open_sessions(10)) == ["a", "c"]
+    assert len(store.open_sessions(1)) == 1
+    plan = store.sessions.find({"status": "open"}).explain()["queryPlanner"]["winningPlan"]
+    assert "session_status" in str(plan)  # served by the index, not a collection scan
+
+
 def test_completion_needs_the_current_holder_and_token(store: AssignmentStore) -> None:
     import_rows(store, "s", 2)
     held = claim(store, "s", "alice", "r1")

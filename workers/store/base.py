@@ -44,6 +44,12 @@ class StoreStage:
         document = self.sessions.find_one({"_id": session_id})
         return None if document is None else CallSession.from_document(document)
 
+    @translating_driver_errors
+    def open_sessions(self, limit: int) -> list[CallSession]:
+        """Up to ``limit`` open sessions, in one read (served by the ``session_status`` index)."""
+        return [CallSession.from_document(document)
+                for document in self.sessions.find({"status": "open"}).limit(limit)]
+
     def require_session(self, session_id: str) -> CallSession:
         """The session; ``UnknownSession`` when it does not exist."""
         session = self.get_session(session_id)

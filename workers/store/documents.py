@@ -26,6 +26,7 @@ CLAIM_ORDER = [("priority", DESCENDING), ("position", ASCENDING)]
 CLAIM_INDEX = "claim_order"
 ONE_PER_ASSISTANT_INDEX = "one_student_per_assistant"
 REQUEST_INDEX = "served_request_ids"
+SESSION_STATUS_INDEX = "session_status"
 LEASE_INDEX = "lease_expiry"
 SESSION_CHUNK = 1000
 
@@ -66,6 +67,9 @@ def ensure_indexes(database: Database) -> None:
         IndexModel([("claim_request_ids", ASCENDING)], name=REQUEST_INDEX, unique=True,
                    partialFilterExpression={"claim_request_ids": {"$exists": True}}),
         IndexModel([("lease_expires_at", ASCENDING)], name=LEASE_INDEX),
+    ])
+    database.get_collection(SESSIONS, write_concern=WRITE_CONCERN).create_indexes([
+        IndexModel([("status", ASCENDING)], name=SESSION_STATUS_INDEX),
     ])
 
 

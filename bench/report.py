@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
@@ -61,7 +60,13 @@ def targets(summary: Summary, results: BenchResults, config: BenchConfig) -> lis
         Target("Celery throughput, assign_next_student vs the claim-only probe (what the task adds)",
                ratio(assign.per_second, summary.celery[CLAIM_ONLY_TASK].per_second), 0.95),
         Target("Celery p99 latency, assign_next_student vs no-op", ratio(assign_p99, noop_p99), 1.5, at_least=False),
+        *[goal for part in _later_parts(results) for goal in part.targets()],
     ]
+
+
+def _later_parts(results: BenchResults) -> list[Any]:
+    """The open-loop, many-sessions and huge-sessions results that this run has."""
+    return [part for part in (results.open_loop, results.many_sessions, results.huge_sessions) if part is not None]
 
 
 def observations(summary: Summary, results: BenchResults, config: BenchConfig) -> list[tuple[str, float]]:
@@ -88,6 +93,8 @@ def observations(summary: Summary, results: BenchResults, config: BenchConfig) -
                   ("Celery CPU cost per call, no-op / claim-only probe", ratio(_cpu_total(noop), _cpu_total(probe))),
                   ("Celery CPU cost per call, claim-only probe / assign_next_student",
                    ratio(_cpu_total(probe), _cpu_total(assign)))]
+    for part in _later_parts(results):
+        lines += part.observations() if hasattr(part, "observations") else []
     return lines
 
 
@@ -113,6 +120,9 @@ def to_json(config: BenchConfig, results: BenchResults, summary: Summary, goals:
         "targets": [goal.to_json() for goal in goals],
         "observations": {name: round(value, 3) for name, value in observations(summary, results, config)},
         "session_followup": [r.to_json() for r in results.session_followup],
+        "open_loop": results.open_loop.to_json() if results.open_loop else None,
+        "many_sessions": results.many_sessions.to_json() if results.many_sessions else None,
+        "huge_sessions": results.huge_sessions.to_json() if results.huge_sessions else None,
         "part_seconds": results.timings,
     }
 
@@ -150,26 +160,37 @@ def _git_state() -> dict[str, Any]:
     return {"head": git("rev-parse", "HEAD").strip(), "uncommitted": [line[3:] for line in changed]}
 
 
-def write_files(document: dict[str, Any], summary: Summary, directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
+def write_files(document: dict[str, Any], summary: Summary, results: BenchResults,
+                directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
     """Write ``bench-<time>.json`` and ``bench-<time>.png`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     json_path, png_path = directory / f"bench-{stamp}.json", directory / f"bench-{stamp}.png"
     json_path.write_text(json.dumps(document, indent=2) + "\n")
-    draw_chart(summary, png_path)
+    draw_chart(summary, png_path, results)
     return json_path, png_path
 
 
-def draw_chart(summary: Summary, path: Path) -> None:
-    """Three panels: claims/s by clients (ours vs seed-style), by session size, Celery percentiles."""
+def draw_chart(summary: Summary, path: Path, results: BenchResults) -> None:
+    """Top row: claims/s by clients (ours vs seed-style), by session size, Celery percentiles.
+
+    Bottom row: open-loop latency against offered load, many sessions vs one,
+    huge sessions (when the run has them).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (engine, sizes, latency) = plt.subplots(1, 3, figsize=(16, 5))
+    figure, ((engine, sizes, latency), later) = plt.subplots(2, 3, figsize=(18, 10))
     _engine_panel(engine, summary)
     _size_panel(sizes, summary)
     _latency_panel(latency, summary)
+    parts = (results.open_loop, results.many_sessions, results.huge_sessions)
+    for axes, part in zip(later, parts):
+        if part is None:
+            axes.set_visible(False)
+        else:
+            part.draw(axes)
     figure.suptitle(f"callqueue benchmark ({os.cpu_count()} cores)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -230,8 +251,9 @@ def print_summary(summary: Summary, results: BenchResults, goals: list[Target], 
     for report in results.integrity:
         say(report.line())
     total = combine_integrity("all parts", results.integrity)
+    clean = all(report.ok for report in results.integrity)
     say(f"  => {total.answers} claims checked, {total.handed_twice} students handed to two assistants "
-        f"[{'PASS' if total.ok else 'FAIL'}]")
+        f"[{'PASS' if clean else 'FAIL'}]")
     say("\nRatios (same run, same machine):")
     for goal in goals:
         say(goal.line())

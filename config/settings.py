@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from config.redis_urls import is_sentinel_url, parse_sentinel_url
 from workers.exceptions import ConfigurationError
 
 ENV_PREFIX_FREE = {
@@ -40,10 +41,12 @@ class Settings:
     # How often pymongo checks each replica-set member (heartbeatFrequencyMS); a frozen member is
     # noticed within about this plus the server selection timeout.
     mongo_heartbeat_seconds: float = 2.0
-    # Celery broker (Redis).
+    # Celery broker (Redis): redis://, rediss://, or sentinel://host:port/0;sentinel://host:port/0 for Sentinel.
     broker_url: str = "redis://127.0.0.1:6379/0"
-    # Celery result backend (Redis); results are JSON and expire.
+    # Celery result backend (Redis, same schemes); results are JSON and expire.
     result_backend: str = "redis://127.0.0.1:6379/1"
+    # Name of the Redis master the sentinels watch; used only by sentinel:// URLs.
+    redis_sentinel_master: str = "callqueue"
     # Reconnection attempts to the result backend before a call gives up.
     redis_max_retries: int = 3
     # How long a task result stays in Redis.
@@ -118,10 +121,7 @@ class Settings:
             raise ConfigurationError("CALLQUEUE_LOG_FORMAT must be 'json' or 'text'")
         if not self.mongo_url.startswith(("mongodb://", "mongodb+srv://")):
             raise ConfigurationError("MONGO_URL must start with mongodb:// or mongodb+srv://")
-        for name, url in (("CELERY_BROKER_URL", self.broker_url),
-                          ("CELERY_RESULT_BACKEND", self.result_backend)):
-            if not url.startswith(("redis://", "rediss://")):
-                raise ConfigurationError(f"{name} must be a redis:// or rediss:// URL")
+        self._check_redis_urls()
         if self.client_timeout_seconds <= 0 or self.max_id_length < 1:
             raise ConfigurationError("timeouts and limits must be positive")
         if min(self.mongo_operation_timeout_seconds, self.mongo_batch_operation_timeout_seconds,
@@ -130,6 +130,21 @@ class Settings:
         if "retrywrites=false" in self.mongo_url.lower().replace(" ", ""):
             raise ConfigurationError("MONGO_URL must not turn off retryable writes (retryWrites=false): "
                                      "a claim interrupted by a failover relies on them")
+
+    def _check_redis_urls(self) -> None:
+        """Both Redis URLs are redis://, rediss:// or well-formed sentinel:// URLs (which need a master name)."""
+        for name, url in (("CELERY_BROKER_URL", self.broker_url),
+                          ("CELERY_RESULT_BACKEND", self.result_backend)):
+            if is_sentinel_url(url):
+                try:
+                    parse_sentinel_url(url)
+                except ValueError as exc:
+                    raise ConfigurationError(f"{name}: {exc}") from None
+                if not self.redis_sentinel_master.strip():
+                    raise ConfigurationError(f"{name} is a sentinel:// URL: set CALLQUEUE_REDIS_SENTINEL_MASTER "
+                                             "to the name of the master the sentinels watch")
+            elif not url.startswith(("redis://", "rediss://")):
+                raise ConfigurationError(f"{name} must be a redis://, rediss:// or sentinel:// URL")
 
 
 def _convert(name: str, raw: str, annotation: str) -> object:

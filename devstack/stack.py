@@ -20,6 +20,7 @@ from typing import Any
 
 from config import Settings
 from devstack.replicaset import ReplicaSet
+from devstack.sentinel import SentinelGroup
 from devstack.servers import CeleryBeat, CeleryWorker, Flower, MongoServer, RedisServer
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
 
@@ -131,7 +132,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 class ServersStack:
-    """A MongoDB (standalone or replica set) and a redis-server of its own, with a ``Stack`` on them.
+    """A MongoDB (standalone or replica set) and a redis-server (or a Sentinel group) of its own, with a ``Stack``.
 
     For tests and benchmarks that stop, kill or freeze servers, which nothing
     else may share. A MongoDB passed in ``started`` state (``owns_mongo=False``)
@@ -139,7 +140,7 @@ class ServersStack:
     starting fails part-way.
     """
 
-    def __init__(self, mongo: MongoServer | ReplicaSet, redis: RedisServer, environ: dict[str, str],
+    def __init__(self, mongo: MongoServer | ReplicaSet, redis: RedisServer | SentinelGroup, environ: dict[str, str],
                  options: StackOptions, owns_mongo: bool = True) -> None:
         self.mongo = mongo
         self.redis = redis

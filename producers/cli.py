@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+import redis
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -159,19 +160,29 @@ def stats_command(ctx: click.Context, session_id: str, as_json: bool, watch: boo
 
 def _watch(client: AssignmentClient, session_id: str, interval: float) -> None:
     """Refresh the table until Ctrl-C, with claims per second and rejections from the workers' counters."""
-    counters = redis_client(client.settings.broker_url)
-    previous = (time.monotonic(), read_counters(counters)[0].get("claimed", 0))
+    counters = redis_client(client.settings.broker_url, client.settings.redis_sentinel_master)
+    events, rejections = _counters_or(counters, ({}, {}))
+    previous = (time.monotonic(), events.get("claimed", 0))
     with Live(stats_table(_run(lambda: client.stats(session_id))), refresh_per_second=4) as live:
         try:
             while True:
                 time.sleep(interval)
-                events, rejections = read_counters(counters)
+                events, rejections = _counters_or(counters, (events, rejections))
                 now = (time.monotonic(), events.get("claimed", 0))
                 rate = (now[1] - previous[1]) / (now[0] - previous[0])
                 live.update(stats_table(_run(lambda: client.stats(session_id)), rate, rejections))
                 previous = now
         except KeyboardInterrupt:
             pass
+
+
+def _counters_or(counters: redis.Redis, last: tuple[dict[str, int], dict[str, int]]
+                 ) -> tuple[dict[str, int], dict[str, int]]:
+    """The workers' counters, or ``last`` while Redis does not answer (a restart, a Sentinel failover)."""
+    try:
+        return read_counters(counters)
+    except redis.RedisError:
+        return last
 
 
 def stats_table(stats: Stats, claims_per_second: float | None = None,

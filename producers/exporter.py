@@ -35,7 +35,8 @@ class CallqueueCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
-        events, rejections = read_counters(redis_client(self.settings.broker_url))
+        counters = redis_client(self.settings.broker_url, self.settings.redis_sentinel_master)
+        events, rejections = read_counters(counters)
         yield _counter("callqueue_events", "Events counted by the workers.", "event", events)
         yield _counter("callqueue_rejections", "Refused requests by rejection code.", "code", rejections)
         yield from self._session_gauges()

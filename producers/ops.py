@@ -1,7 +1,8 @@
 """Operations commands for ``python -m producers``: ``health``.
 
 ``health`` checks what callqueue depends on: MongoDB (``ping``), the Redis
-broker and result backend (``PING``), and for each queue the Celery workers
+broker and result backend (``PING``; on ``sentinel://`` URLs, to the master
+the sentinels name), and for each queue the Celery workers
 that consume it (``inspect active_queues``, which only live workers answer).
 It prints a table, or JSON with ``--json``, and exits 0 when everything is up
 and 1 otherwise, which is what Docker healthchecks expect.
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import click
 import redis
 import redis.exceptions
+from redis.sentinel import SentinelConnectionPool
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 from pymongo import MongoClient
@@ -29,6 +31,7 @@ from config import Settings, load_settings
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
 from workers.exceptions import BrokerUnavailable, ConfigurationError, InfrastructureError, StoreUnavailable
 from workers.store.durability import probe_majority_write
+from workers.transport import redis_connection
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -94,19 +97,40 @@ def mongo_durability(settings: Settings, timeout_seconds: float) -> Check:
     return Check("mongodb durability", True, report.detail)
 
 
-def ping_redis(url: str, role: str, timeout_seconds: float) -> str:
-    """PING the Redis server at ``url``; raise BrokerUnavailable when it does not answer."""
-    location = maybe_sanitize_url(url)
+def redis_location(url: str) -> str:
+    """The URL without its password, every address of a ``sentinel://`` URL included (for messages)."""
+    return ";".join(maybe_sanitize_url(address) for address in url.split(";"))
+
+
+def ping_redis(url: str, role: str, timeout_seconds: float, master_name: str | None = None) -> str:
+    """PING the Redis server at ``url``; raise BrokerUnavailable when it does not answer.
+
+    For a ``sentinel://`` URL the sentinels are asked for master ``master_name``
+    and that master is pinged; the detail names the master they gave.
+    """
+    location = redis_location(url)
     try:
-        connection = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
-                                          socket_connect_timeout=timeout_seconds)
+        connection = redis_connection(url, master_name, socket_timeout=timeout_seconds,
+                                      socket_connect_timeout=timeout_seconds)
         try:
             connection.ping()
+            master = sentinel_master_address(connection)
         finally:
             connection.close()
     except REDIS_ERRORS as exc:
         raise BrokerUnavailable(f"Redis {role} at {location}: ping failed: {error_name(exc)}") from exc
-    return f"ping ok ({location})"
+    if master is None:
+        return f"ping ok ({location})"
+    return f"ping ok (master {master_name!r} at {master} via {location})"
+
+
+def sentinel_master_address(connection: redis.Redis) -> str | None:
+    """``host:port`` of the master a Sentinel-managed client talks to; None for a plain client."""
+    pool = connection.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    host, port = pool.get_master_address()
+    return f"{host}:{port}"
 
 
 def workers_by_queue(app: CallqueueCelery, timeout_seconds: float) -> dict[str, list[str]]:
@@ -151,9 +175,10 @@ def run_checks(settings: Settings, queues: Iterable[str], required_workers: Iter
     checks = [
         probe("mongodb", lambda: ping_mongo(settings, timeout_seconds)),
         mongo_durability(settings, timeout_seconds),
-        probe("redis broker", lambda: ping_redis(settings.broker_url, "broker", timeout_seconds)),
-        probe("redis result backend",
-              lambda: ping_redis(settings.result_backend, "result backend", timeout_seconds)),
+        probe("redis broker", lambda: ping_redis(settings.broker_url, "broker", timeout_seconds,
+                                                 settings.redis_sentinel_master)),
+        probe("redis result backend", lambda: ping_redis(settings.result_backend, "result backend",
+                                                         timeout_seconds, settings.redis_sentinel_master)),
     ]
     if not check_workers:
         return checks

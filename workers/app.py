@@ -17,9 +17,10 @@ from kombu.serialization import register as register_serializer
 from kombu.utils import json as kombu_json
 
 from config import Settings, load_settings
+from config.redis_urls import is_sentinel_url
 from workers.eventlog import JsonFormatter
 from workers.gate import StoreGate
-from workers.transport import TRANSPORT
+from workers.transport import transport_for
 
 # Deeper than any valid callqueue message (student payloads nest at most 8 levels).
 MAX_MESSAGE_DEPTH = 32
@@ -97,14 +98,16 @@ def celery_config(settings: Settings) -> dict:
         "result_extended": False,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "broker_connection_retry_on_startup": True,
-        # kombu's Redis transport with a fix that keeps the worker alive through a broker restart.
-        "broker_transport": TRANSPORT,
+        # kombu's Redis (or Sentinel) transport with a fix that keeps the worker alive through a broker
+        # restart or a Sentinel failover.
+        "broker_transport": transport_for(settings.broker_url),
         # A task that retries (an outage, a failover) publishes its next run; ride out a Redis restart
         # of a few seconds instead of failing the task over it.
         "task_publish_retry": True,
         "task_publish_retry_policy": {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5,
                                       "interval_max": 1.0},
-        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds},
+        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds,
+                                     **sentinel_options(settings, settings.broker_url)},
         # Storing or reading a result retries through a Redis restart (about 10 s of backoff with
         # jitter) so that a claim already made is still answered instead of ending as a FAILURE.
         "result_backend_always_retry": True,
@@ -114,7 +117,7 @@ def celery_config(settings: Settings) -> dict:
         "result_backend_transport_options": {"retry_policy": {
             "max_retries": settings.redis_max_retries, "interval_start": 0.2,
             "interval_step": 0.5, "interval_max": 2.0,
-        }},
+        }, **sentinel_options(settings, settings.result_backend)},
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
@@ -128,6 +131,11 @@ def celery_config(settings: Settings) -> dict:
         "timezone": "UTC",
         "enable_utc": True,
     }
+
+
+def sentinel_options(settings: Settings, url: str) -> dict[str, str]:
+    """``{"master_name": ...}`` for a ``sentinel://`` URL (kombu and Celery ask the sentinels for it), else nothing."""
+    return {"master_name": settings.redis_sentinel_master} if is_sentinel_url(url) else {}
 
 
 def use_json_logs(logger: logging.Logger, **_: object) -> None:

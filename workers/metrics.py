@@ -27,25 +27,31 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from workers.transport import redis_connection
+
 METRICS_KEY = "callqueue:metrics"
 EVENT_PREFIX = "events:"
 REJECTION_PREFIX = "rejections:"
 FLUSH_INTERVAL_SECONDS = 1.0
 
 logger = logging.getLogger("callqueue.metrics")
-_clients: dict[tuple[int, str], redis.Redis] = {}
-_buffers: dict[tuple[int, str], "CounterBuffer"] = {}
+_clients: dict[tuple[int, str, str | None], redis.Redis] = {}
+_buffers: dict[tuple[int, str, str | None], "CounterBuffer"] = {}
 _lock = threading.Lock()
 
 
-def redis_client(url: str) -> redis.Redis:
-    """This process's client for ``url`` (made on first use, never shared across a fork)."""
-    key = (os.getpid(), url)
+def redis_client(url: str, master_name: str | None = None) -> redis.Redis:
+    """This process's client for ``url`` (made on first use, never shared across a fork).
+
+    For a ``sentinel://`` URL, ``master_name`` names the master; the client
+    asks the sentinels for it on each new connection, so counts follow a failover.
+    """
+    key = (os.getpid(), url, master_name)
     client = _clients.get(key)
     if client is None:
         with _lock:
-            client = _clients.setdefault(key, redis.Redis.from_url(
-                url, socket_timeout=1.0, socket_connect_timeout=1.0,
+            client = _clients.setdefault(key, redis_connection(
+                url, master_name, socket_timeout=1.0, socket_connect_timeout=1.0,
                 retry=Retry(NoBackoff(), 0)))  # a late count beats a slow flush
     return client
 
@@ -123,12 +129,12 @@ class CounterBuffer:
             self.flush()
 
 
-def counter_buffer(url: str) -> CounterBuffer:
+def counter_buffer(url: str, master_name: str | None = None) -> CounterBuffer:
     """This process's buffer for the Redis at ``url`` (one per process; flushed at normal exit)."""
-    key = (os.getpid(), url)
+    key = (os.getpid(), url, master_name)
     buffer = _buffers.get(key)
     if buffer is None:
-        client = redis_client(url)
+        client = redis_client(url, master_name)
         with _lock:
             buffer = _buffers.setdefault(key, CounterBuffer(client))
     return buffer
@@ -136,7 +142,7 @@ def counter_buffer(url: str) -> CounterBuffer:
 
 def flush_all() -> None:
     """Write every buffer of this process (worker child shutdown, interpreter exit)."""
-    for (pid, _), buffer in list(_buffers.items()):
+    for (pid, _, _), buffer in list(_buffers.items()):
         if pid == os.getpid():
             buffer.close()
 

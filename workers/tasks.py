@@ -132,7 +132,7 @@ worker_shutdown.connect(flush_counters, weak=False)
 def report(event: str, amount: int = 1, code: str | None = None, **fields: Any) -> None:
     """Log the event as one structured line and add it to the domain counters."""
     log_event(event, code=code, **fields)
-    counter_buffer(app.settings.broker_url).add(event, amount, code)
+    counter_buffer(app.settings.broker_url, app.settings.redis_sentinel_master).add(event, amount, code)
 
 
 def _rejected(name: str, task: Task, exc: Rejected, started: float, **fields: Any) -> Result:

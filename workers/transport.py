@@ -1,6 +1,7 @@
-"""The Redis broker transport our workers, beat, Flower and producers use.
+"""The Redis broker transports our workers, beat, Flower and producers use, and plain Redis clients.
 
-It is kombu's ``redis`` transport (``redis://`` and ``rediss://``) with one change. When
+They are kombu's ``redis`` transport (``redis://`` and ``rediss://``) and its
+``sentinel`` transport (``sentinel://``), each with one change. When
 the consumer loses its broker connection (a Redis restart, a Sentinel
 failover), Celery closes the old connection and kombu's channel, on close,
 puts its unacknowledged messages back through a new connection pool. By then
@@ -15,7 +16,21 @@ path ignores connection errors, the consumer reconnects as after any other
 broker outage, and the unacknowledged messages stay in Redis's unacked index,
 from which kombu restores them after the visibility timeout.
 
-Selected through Celery's ``broker_transport`` setting (``workers.app``).
+On Sentinel the same crash comes from ``SentinelChannel._get_pool``, which
+asks ``_connparams`` first; the same change fixes it. One more step is needed
+there: a ``sentinel://`` URL names several sentinels, and on each failed
+connection attempt kombu's ``Connection.switch`` moves to the next one and
+re-reads the transport from that URL's scheme, dropping the transport Celery
+was configured with. A worker would then run on kombu's own Sentinel transport
+after its first reconnect and die in the next failover. So this module also
+points kombu's ``sentinel`` alias at our Sentinel transport
+(``register_sentinel_alias``, run when the module is imported, before any
+connection exists: kombu caches a transport class once it resolved the name).
+
+Selected by the broker URL's scheme through Celery's ``broker_transport``
+setting (``workers.app``, ``transport_for``). ``redis_connection`` gives the
+components that use redis-py directly (domain counters, the exporter,
+``health``) a client that follows the Sentinel master the same way.
 """
 
 from __future__ import annotations
@@ -23,18 +38,33 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
+from redis.sentinel import Sentinel
+
+from config.redis_urls import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
+from workers.exceptions import ConfigurationError
 
 DETACHED = "broker connection already closed: the channel's transport has no connection"
 
 
-class DetachedSafeChannel(kombu_redis.Channel):
-    """kombu's Redis channel; connection parameters of a detached channel are a connection error."""
+class DetachedSafeMixin:
+    """Connection parameters of a detached channel are a connection error, not an AttributeError."""
+
+    connection: Any
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection is None or self.connection.client is None:
             raise redis.ConnectionError(DETACHED)
-        return super()._connparams(asynchronous=asynchronous)
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
+
+
+class DetachedSafeChannel(DetachedSafeMixin, kombu_redis.Channel):
+    """kombu's Redis channel; connection parameters of a detached channel are a connection error."""
+
+
+class DetachedSafeSentinelChannel(DetachedSafeMixin, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel with the same change (its ``_get_pool`` starts with ``_connparams``)."""
 
 
 class RedisTransport(kombu_redis.Transport):
@@ -43,4 +73,47 @@ class RedisTransport(kombu_redis.Transport):
     Channel = DetachedSafeChannel
 
 
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with ``DetachedSafeSentinelChannel`` channels."""
+
+    Channel = DetachedSafeSentinelChannel
+
+
 TRANSPORT = f"{__name__}:RedisTransport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
+
+
+def register_sentinel_alias() -> None:
+    """Make kombu resolve the ``sentinel`` scheme to our Sentinel transport, also after ``Connection.switch``."""
+    TRANSPORT_ALIASES[SENTINEL_SCHEME] = SENTINEL_TRANSPORT
+
+
+def transport_for(url: str) -> str:
+    """Our transport for a broker URL: Sentinel for ``sentinel://``, plain Redis otherwise."""
+    return SENTINEL_TRANSPORT if is_sentinel_url(url) else TRANSPORT
+
+
+def redis_connection(url: str, master_name: str | None, **connection_kwargs: Any) -> redis.Redis:
+    """A redis-py client for one of our Redis URLs, for everything that talks to Redis outside Celery.
+
+    For a ``sentinel://`` URL it is a client of the master the sentinels name
+    ``master_name``: each new connection asks them where the master is, so the
+    client follows a failover. ``connection_kwargs`` (timeouts, retry) apply to
+    the master's connections; the socket timeouts also to the sentinels'.
+    Nothing connects here.
+    """
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **connection_kwargs)
+    if not master_name:
+        raise ConfigurationError("a sentinel:// URL needs the master name (CALLQUEUE_REDIS_SENTINEL_MASTER)")
+    try:
+        parsed = parse_sentinel_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"sentinel:// URL: {exc}") from None
+    sentinel_kwargs = {key: value for key, value in connection_kwargs.items() if key.startswith("socket_")}
+    sentinels = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
+    return sentinels.master_for(master_name, db=parsed.db, username=parsed.username, password=parsed.password,
+                                **connection_kwargs)
+
+
+register_sentinel_alias()

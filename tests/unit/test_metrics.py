@@ -7,7 +7,9 @@ import time
 
 import fakeredis
 import pytest
+from redis.sentinel import SentinelConnectionPool
 
+from workers.exceptions import ConfigurationError
 from workers.metrics import CounterBuffer, count_event, counter_buffer, read_counters, redis_client
 
 
@@ -81,3 +83,17 @@ def test_each_process_has_one_buffer_per_redis_url() -> None:
     lookup.join(timeout=5)
     assert not lookup.is_alive(), "counter_buffer() blocked"
     assert found[0] is found[1] and found[0] is not found[2]
+
+
+def test_a_sentinel_url_gives_a_client_of_the_master_the_sentinels_name() -> None:
+    client = redis_client("sentinel://127.0.0.1:1/3;sentinel://127.0.0.1:2/3", "calls")
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)  # every new connection asks the sentinels: follows a failover
+    assert (pool.service_name, pool.connection_kwargs["db"]) == ("calls", 3)
+    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in pool.sentinel_manager.sentinels] == [("127.0.0.1", 1), ("127.0.0.1", 2)]
+
+
+def test_a_sentinel_url_without_a_master_name_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="CALLQUEUE_REDIS_SENTINEL_MASTER"):
+        redis_client("sentinel://127.0.0.1:1/0")

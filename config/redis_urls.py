@@ -1,0 +1,74 @@
+"""Reading Redis Sentinel URLs (``sentinel://host:port/db;sentinel://host:port/db``).
+
+Celery and kombu take a Sentinel broker or result backend as one URL per
+sentinel, joined by ``;``; the name of the master the sentinels watch is a
+setting of its own (``CALLQUEUE_REDIS_SENTINEL_MASTER``). Both read the
+database number, user and password from the *first* address only, so a URL
+whose addresses name different databases would quietly use the first one;
+``parse_sentinel_url`` refuses it instead. Parsing never connects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import SplitResult, unquote, urlsplit
+
+SENTINEL_SCHEME = "sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+ADDRESS_SEPARATOR = ";"
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """The sentinels to ask, and the database and credentials to use on the master they name."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    db: int
+    username: str | None = None
+    password: str | None = None
+
+
+def is_sentinel_url(url: str) -> bool:
+    """True for a ``sentinel://`` URL (one or more addresses)."""
+    return url.startswith(f"{SENTINEL_SCHEME}://")
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """The parts of a ``sentinel://`` URL; ValueError (without the URL, which may hold a password) if malformed."""
+    parts = [urlsplit(chunk.strip()) for chunk in url.split(ADDRESS_SEPARATOR) if chunk.strip()]
+    if not parts:
+        raise ValueError("names no sentinel")
+    sentinels, databases = [], set()
+    for index, part in enumerate(parts, start=1):
+        if part.scheme != SENTINEL_SCHEME or not part.hostname:
+            raise ValueError(f"address {index} is not sentinel://host:port")
+        sentinels.append((part.hostname, _port(part, index)))
+        databases.add(_database(part.path, index))
+    if len(databases) > 1:
+        raise ValueError("every sentinel:// address must name the same database "
+                         "(Celery and kombu use the first address's)")
+    first = parts[0]
+    return SentinelUrl(tuple(sentinels), databases.pop(), _unquoted(first.username), _unquoted(first.password))
+
+
+def _port(part: SplitResult, index: int) -> int:
+    """The port of one address (none means Sentinel's 26379)."""
+    try:
+        port = part.port
+    except ValueError:
+        raise ValueError(f"address {index} has no valid port") from None
+    return DEFAULT_SENTINEL_PORT if port is None else port
+
+
+def _database(path: str, index: int) -> int:
+    """The database number of one address (``/3``; none means 0)."""
+    text = path.strip("/")
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise ValueError(f"address {index}: the database must be a number, as in /0")
+    return int(text)
+
+
+def _unquoted(value: str | None) -> str | None:
+    return unquote(value) if value else None

@@ -1,0 +1,100 @@
+"""Our Sentinel broker transport keeps a worker alive when its connection is torn down; kombu's own does not.
+
+The crash reported with Sentinel (issue 10): when the master dies, Celery
+closes the lost connection, the channel tries to put its unacknowledged
+messages back through ``SentinelChannel._get_pool`` on a transport that is
+already detached, and kombu raises AttributeError, which kills the worker.
+Reproduced here on real sentinels (``devstack.sentinel``) without killing
+anything: the transport is detached by hand, as closing it does.
+
+A second path brought the crash back after the first failover: kombu's
+``Connection.switch`` (moving to the next sentinel address after a failed
+attempt) replaced our transport with kombu's own. The alias test covers it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterator
+
+import pytest
+from kombu import Connection, Queue
+
+from config import Settings
+from devstack.sentinel import SentinelGroup
+from workers.app import create_app
+from workers.transport import SENTINEL_TRANSPORT
+
+KOMBU_SENTINEL_TRANSPORT = "kombu.transport.redis:SentinelTransport"
+BROKER_DB = 7
+
+
+@pytest.fixture(scope="module")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    with SentinelGroup(tmp_path_factory.mktemp("sentinel-transport")) as group:
+        yield group
+
+
+def connection(group: SentinelGroup, transport: str) -> Connection:
+    """A broker connection through the group's sentinels; messages are restorable at once."""
+    return Connection(group.url(BROKER_DB), transport=transport,
+                      transport_options={"visibility_timeout": 0, "master_name": group.master_name})
+
+
+def hold_unacked_message(group: SentinelGroup, transport: str, queue_name: str) -> Connection:
+    """A connection whose channel holds one unacknowledged message and whose transport is detached."""
+    held = connection(group, transport)
+    queue = Queue(queue_name, routing_key=queue_name)
+    with held.Producer(serializer="json") as producer:
+        producer.publish({"press": 1}, routing_key=queue_name, declare=[queue])
+    message = held.default_channel.basic_get(queue_name, no_ack=False)
+    assert message is not None
+    held.transport.client = None  # what closing the transport did before the channel closed
+    return held
+
+
+def take_message(group: SentinelGroup, queue_name: str) -> dict | None:
+    """Restore messages past their visibility timeout, then take one from the queue."""
+    with connection(group, SENTINEL_TRANSPORT) as taker:
+        channel = taker.default_channel
+        channel.qos.restore_visible()
+        message = channel.basic_get(queue_name, no_ack=True)
+        return None if message is None else message.decode()
+
+
+def test_kombus_own_sentinel_transport_crashes_on_that_close(sentinel_group: SentinelGroup) -> None:
+    """The pinned kombu's behaviour, which our transport exists for (revisit when this fails)."""
+    held = hold_unacked_message(sentinel_group, KOMBU_SENTINEL_TRANSPORT, f"q-{uuid.uuid4().hex}")
+    with pytest.raises(AttributeError, match="hostname"):
+        held.release()
+
+
+def test_our_sentinel_transport_closes_cleanly_and_the_message_is_not_lost(sentinel_group: SentinelGroup) -> None:
+    queue_name = f"q-{uuid.uuid4().hex}"
+    held = hold_unacked_message(sentinel_group, SENTINEL_TRANSPORT, queue_name)
+    held.release()  # no exception: the worker's consumer would reconnect
+    assert take_message(sentinel_group, queue_name) == {"press": 1}
+    assert take_message(sentinel_group, queue_name) is None  # exactly once
+
+
+def test_switching_to_the_next_sentinel_keeps_our_transport(sentinel_group: SentinelGroup) -> None:
+    switching = connection(sentinel_group, SENTINEL_TRANSPORT)
+    for _ in sentinel_group.sentinels:
+        switching.maybe_switch_next()  # what kombu does after each failed connection attempt
+        assert f"{type(switching.transport).__module__}:{type(switching.transport).__name__}" == SENTINEL_TRANSPORT
+    switching.release()
+
+
+def test_every_component_uses_our_sentinel_transport_with_the_master_name(sentinel_group: SentinelGroup) -> None:
+    settings = Settings.from_env({"CELERY_BROKER_URL": sentinel_group.url(BROKER_DB),
+                                  "CELERY_RESULT_BACKEND": sentinel_group.url(BROKER_DB + 1),
+                                  "CALLQUEUE_REDIS_SENTINEL_MASTER": sentinel_group.master_name})
+    app = create_app(settings, include_tasks=False)
+    try:
+        with app.connection_for_write() as broker:
+            assert f"{type(broker.transport).__module__}:{type(broker.transport).__name__}" == SENTINEL_TRANSPORT
+            assert broker.default_channel.client.ping()
+        app.backend.set("callqueue-sentinel-probe", "1")
+        assert app.backend.get("callqueue-sentinel-probe") == b"1"
+    finally:
+        app.close()

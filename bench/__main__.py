@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from bench.pool import PROCESSES, THREADS, BenchError
 from bench.report import print_summary, summarise, targets, to_json, write_files
 from bench.run import BenchConfig, run_benchmark
 from bench.servers import WorkerOptions
+from bench.tasks import CLAIM_ONLY_TASK
 
 
 @click.command()
@@ -30,6 +32,9 @@ from bench.servers import WorkerOptions
 @click.option("--worker-loglevel", default=None, help="Override the workers' --loglevel (default: INFO).")
 @click.option("--caller-processes", type=int, default=None, help="Processes the 64 Celery callers run in.")
 @click.option("--strict", is_flag=True, help="Exit with status 2 when a target ratio fails.")
+@click.option("--open-loop-probe", is_flag=True,
+              help="Open-loop part with the claim-only probe (bench.claim_only) pressed instead of "
+                   "assign_next_student: what a bare claim costs an assistant, with no task around it.")
 @click.option("--failover", is_flag=True,
               help="Instead: measure presses through replica-set failovers and a cut-off worker host.")
 @click.option("--election-timeout-ms", "election_timeouts_ms", type=click.IntRange(500, 60_000), multiple=True,
@@ -38,8 +43,8 @@ from bench.servers import WorkerOptions
 @click.option("--failover-part", type=click.Choice(["all", "replica-set", "partition"]), default="all",
               show_default=True, help="With --failover: the replica-set events, the cut-off worker host, or both.")
 def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, prefetch: int | None,
-         worker_loglevel: str | None, caller_processes: int | None, strict: bool, failover: bool,
-         election_timeouts_ms: tuple[int, ...], failover_part: str) -> None:
+         worker_loglevel: str | None, caller_processes: int | None, strict: bool, open_loop_probe: bool,
+         failover: bool, election_timeouts_ms: tuple[int, ...], failover_part: str) -> None:
     """Measure the claim engine, the Celery round trip, open-loop latency, many and huge sessions.
 
     Writes bench/results/*.json and *.png.
@@ -55,6 +60,9 @@ def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, pref
     if caller_processes:
         overrides["celery_caller_processes"] = caller_processes
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
+    if open_loop_probe:
+        config = dataclasses.replace(config, open_loop=dataclasses.replace(config.open_loop,
+                                                                           press_task=CLAIM_ONLY_TASK))
     load = {"start": list(os.getloadavg())}
     try:
         results = run_benchmark(config, say=_say)

@@ -93,6 +93,8 @@ class OpenLoopConfig:
     assistants: int = 1000
     outcome: str = "no_answer"
     client_timeout_seconds: float = 10.0
+    # The real press's first task: assign_next_student, or bench.claim_only to see what a bare claim costs.
+    press_task: str = ASSIGN_TASK
 
     def __post_init__(self) -> None:
         if not self.fractions or min(self.fractions) <= 0:
@@ -192,6 +194,7 @@ class PressJob:
     threads: int
     timeout_seconds: float
     outcome: str
+    press_task: str = ASSIGN_TASK
 
     def prepare(self, cache: dict[str, Any]) -> Callable[[float], DeskRun]:
         """Clients (made and warmed once per desk) and the schedule, before the go."""
@@ -294,6 +297,8 @@ class _DeskWindow:
     def _press(self, client: AssignmentClient, press: _Press) -> PressRecord:
         """Assign (or its no-op), then complete the student handed out (or its no-op)."""
         assign_task, complete_task = KIND_TASKS[self.job.kind]
+        if self.job.kind == PRESS:
+            assign_task = self.job.press_task
         sent = time.monotonic()
         try:
             answer = client.call(assign_task, call_session_id=self.job.session_id, assistant_id=press.assistant,
@@ -465,7 +470,7 @@ class OpenLoopResults:
         for rate in self.rates:
             if any(math.isclose(rate.fraction, wanted) for wanted in self.config.target_fractions):
                 name = (f"open loop at {rate.fraction:.0%} of no-op capacity ({rate.offered_per_second:.1f} "
-                        f"presses/s), assign latency from scheduled arrival vs no-op pair")
+                        f"presses/s), {self.config.press_task} latency from scheduled arrival vs no-op pair")
                 goals.append(Target(f"{name}, p50", rate.latency_ratio(0.5), P50_BOUND, at_least=False))
                 goals.append(Target(f"{name}, p99", rate.latency_ratio(0.99), P99_BOUND, at_least=False))
         return goals
@@ -569,7 +574,7 @@ def _seed(database: Database, plans: list[_RatePlan]) -> None:
 
 def _header(config: OpenLoopConfig, capacity: float, plans: list[_RatePlan]) -> str:
     rates = ", ".join(f"{plan.fraction:.0%} = {plan.rate:.1f}/s" for plan in plans)
-    return (f"\n[open loop] Poisson presses (assign then complete) at {rates} of the no-op pair's capacity "
+    return (f"\n[open loop] Poisson presses ({config.press_task} then complete) at {rates} of the no-op pair's capacity "
             f"({capacity:.1f} presses/s); {config.desks} desks x {config.threads_per_desk} senders, "
             f"{config.assistants} assistants; {config.windows_per_kind} x {config.window_seconds:g}s windows "
             f"per kind and rate (no-op, press, press, no-op, ...)")
@@ -603,7 +608,8 @@ def _window(pool: DeskPool, meter: CpuMeter, environ: dict[str, str], config: Op
     """One window: every desk its share of the rate; done when every scheduled press is answered."""
     jobs = [PressJob(environ, kind, plan.session_id, _desk_assistants(config, desk), plan.rate / config.desks,
                      seconds, f"openloop:{plan.fraction}:{turn}:{desk}", config.threads_per_desk,
-                     config.client_timeout_seconds, config.outcome) for desk in range(config.desks)]
+                     config.client_timeout_seconds, config.outcome, config.press_task)
+            for desk in range(config.desks)]
     measurement = pool.run(jobs, on_go=meter.start)
     runs: list[DeskRun] = measurement.results
     records = [record for run in runs for record in run.records]

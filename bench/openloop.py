@@ -47,7 +47,7 @@ from pymongo.database import Database
 
 from bench import integrity
 from bench.celery_load import ASSIGN_TASK, ClientSet
-from bench.cpu import CpuMeter, CpuUse, with_descendants
+from bench.cpu import CpuMeter, CpuUse
 from bench.data import seed_session, settle
 from bench.integrity import Answer, IntegrityReport
 from bench.pool import PROCESSES, DeskPool
@@ -56,7 +56,6 @@ from bench.stats import latency_summary, percentile, ratio
 from bench.targets import Target
 from bench.tasks import NOOP_COMPLETE_TASK, NOOP_TASK
 from config import Settings
-from devstack.servers import CeleryWorker
 from producers.client import AssignmentClient
 from workers.models import PENDING
 from workers.store import STUDENTS, ensure_indexes
@@ -535,7 +534,7 @@ def open_loop_part(servers: BenchServers, worker_options: WorkerOptions, mongo: 
     results = OpenLoopResults(config, capacity_presses_per_second)
     environ = servers.environ()
     with servers.workers(worker_options) as worker, DeskPool(config.desks, PROCESSES) as pool:
-        meter = _meter(servers, worker, pool)
+        meter = servers.cpu_meter(worker, pool.pids)
         for kind in (NOOP_PAIR, PRESS):
             window = _window(pool, meter, environ, config, warmup, kind, config.warmup_seconds, "warm-up")
             results.warmup_answers.extend(_answers(window))
@@ -578,16 +577,6 @@ def _header(config: OpenLoopConfig, capacity: float, plans: list[_RatePlan]) -> 
             f"({capacity:.1f} presses/s); {config.desks} desks x {config.threads_per_desk} senders, "
             f"{config.assistants} assistants; {config.windows_per_kind} x {config.window_seconds:g}s windows "
             f"per kind and rate (no-op, press, press, no-op, ...)")
-
-
-def _meter(servers: BenchServers, worker: CeleryWorker, pool: DeskPool) -> CpuMeter:
-    """CPU of the worker (with its pool children), the desks, Redis and mongod."""
-    return CpuMeter({
-        "worker": lambda: with_descendants([worker.process.pid]),
-        "callers": pool.pids,
-        "redis": lambda: [servers.redis.process.pid],
-        "mongod": lambda: [servers.mongo.process.pid],
-    })
 
 
 def _measure_rate(pool: DeskPool, meter: CpuMeter, environ: dict[str, str], config: OpenLoopConfig,

@@ -10,7 +10,7 @@ from pymongo import MongoClient
 
 from bench import integrity
 from bench.celery_load import ASSIGN_TASK, CallResult, combine, measure_calls
-from bench.cpu import CpuMeter, with_descendants
+from bench.cpu import CpuMeter
 from bench.data import fresh_ours, fresh_seed_style, seed_session, settle
 from bench.engine import OURS, SEED_STYLE, ClaimResult, measure_claims, merge_claims
 from bench.integrity import Answer, IntegrityReport
@@ -22,7 +22,6 @@ from bench.sessions import (
 )
 from bench.stats import median, percentile, ratio
 from bench.tasks import CLAIM_ONLY_TASK, NOOP_TASK
-from devstack.servers import CeleryWorker
 from workers.store import ensure_indexes
 
 ENGINE_DB = "bench_engine"
@@ -257,7 +256,7 @@ def celery_part(pool: DeskPool, servers: BenchServers, mongo: MongoClient, confi
     settle(database)
     answers: dict[str, list[Answer]] = {task: [] for task in CELERY_TASKS}
     with servers.workers(options) as worker:
-        meter = _celery_meter(servers, worker, pool)
+        meter = servers.cpu_meter(worker, pool.pids)
         windows = [(task, config.celery_warmup_seconds, f"warm-{task}", None) for task in CELERY_TASKS]
         windows += [(task, config.celery_seconds, f"{task}-w{pair}", meter) for pair in range(config.celery_pairs)
                     for task in (CELERY_TASKS if pair % 2 == 0 else CELERY_TASKS[::-1])]
@@ -278,15 +277,6 @@ def _say_call(result: CallResult, say: Say) -> None:
         f"p95 {_ms(result.latencies_ms, 0.95)} ms  p99 {_ms(result.latencies_ms, 0.99)} ms  "
         f"{result.statuses}\n      {result.cpu[0].line() if result.cpu else ''}")
 
-
-def _celery_meter(servers: BenchServers, worker: CeleryWorker, pool: DeskPool) -> CpuMeter:
-    """CPU of the worker (with its pool children), the callers, Redis and mongod."""
-    return CpuMeter({
-        "worker": lambda: with_descendants([worker.process.pid]),
-        "callers": pool.pids,
-        "redis": lambda: [servers.redis.process.pid],
-        "mongod": lambda: [servers.mongo.process.pid],
-    })
 
 
 # -- part 4: open-loop latency ------------------------------------------------

@@ -13,8 +13,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+from bench.cpu import CpuMeter, with_descendants
 from config import Settings
 from devstack.servers import CeleryWorker, MongoServer, RedisServer
 from workers.app import ASSIGNMENTS_QUEUE, create_app
@@ -82,12 +83,13 @@ class BenchServers:
         return Settings.from_env(self.environ())
 
     @contextlib.contextmanager
-    def workers(self, options: WorkerOptions) -> Iterator[CeleryWorker]:
-        """An assignments worker (with the benchmark's tasks) for the block, ready when yielded."""
-        env = self.environ(options.env())
+    def workers(self, options: WorkerOptions, queue: str = ASSIGNMENTS_QUEUE,
+                extra_env: dict[str, str] | None = None) -> Iterator[CeleryWorker]:
+        """A worker on ``queue`` (with the benchmark's tasks) for the block, ready when yielded, always stopped."""
+        env = self.environ({**options.env(), **(extra_env or {})})
         app = create_app(Settings.from_env(env), include_tasks=False)
-        worker = CeleryWorker(self.workdir, env, ASSIGNMENTS_QUEUE, options.concurrency, options.pool,
-                              name="bench", extra_args=options.argv())
+        worker = CeleryWorker(self.workdir, env, queue, options.concurrency, options.pool,
+                              name=f"bench-{queue}", extra_args=options.argv())
         try:
             worker.start(app)
             yield worker
@@ -96,6 +98,15 @@ class BenchServers:
                 worker.stop()
             finally:
                 app.close()
+
+    def cpu_meter(self, worker: CeleryWorker, callers: Callable[[], list[int]]) -> CpuMeter:
+        """CPU of the worker (with its pool children), the callers, Redis and mongod."""
+        return CpuMeter({
+            "worker": lambda: with_descendants([worker.process.pid]),
+            "callers": callers,
+            "redis": lambda: [self.redis.process.pid],
+            "mongod": lambda: [self.mongo.process.pid],
+        })
 
     def worker_log_tail(self, lines: int = 20) -> str:
         """The end of the newest worker log (for error messages)."""

@@ -54,12 +54,12 @@ from bench.data import seed_session, settle
 from bench.engine import OURS, ClaimResult, measure_claims, merge_claims
 from bench.integrity import IntegrityReport
 from bench.pool import BenchError, DeskPool
-from bench.servers import BenchServers
+from bench.servers import BenchServers, WorkerOptions
 from bench.stats import latency_summary, median, ratio
 from bench.targets import Target
 from config import Settings
-from devstack.servers import PROJECT_ROOT, CeleryWorker, project_env
-from workers.app import BATCH_QUEUE, create_app
+from devstack.servers import PROJECT_ROOT, project_env
+from workers.app import BATCH_QUEUE
 from workers.exceptions import Rejected
 from workers.models import PENDING, Assignment, CallSession
 from workers.session_cache import OpenSessionCache
@@ -735,7 +735,8 @@ def import_roster(servers: BenchServers, mongo: MongoClient, config: SessionsCon
         written = time.monotonic() - began
         say(f"  roster {path.name}: {config.import_students:,} rows, {path.stat().st_size / 1e6:.0f} MB, "
             f"written in {written:.1f}s (not timed)")
-        with batch_worker(servers, env, config.import_worker_concurrency) as worker:
+        options = WorkerOptions(concurrency=config.import_worker_concurrency)
+        with servers.workers(options, BATCH_QUEUE, {"MONGO_DB": HUGE_DB}) as worker:
             meter = CpuMeter({"batch worker": lambda: with_descendants([worker.process.pid]),
                               "mongod": lambda: [servers.mongo.process.pid],
                               "redis": lambda: [servers.redis.process.pid]})
@@ -754,21 +755,6 @@ def write_roster(path: Path, rows: int) -> None:
         writer.writerow(ROSTER_FIELDS)
         writer.writerows((f"s{index:07d}", f"Student {index:07d}", f"+1555{index:07d}",
                           f"student{index:07d}@example.edu", f"cohort-{index % 40:02d}") for index in range(rows))
-
-
-@contextlib.contextmanager
-def batch_worker(servers: BenchServers, env: dict[str, str], concurrency: int) -> Iterator[CeleryWorker]:
-    """A worker on the ``batch`` queue (where ``import_students`` runs), ready when yielded, always stopped."""
-    app = create_app(Settings.from_env(env), include_tasks=False)
-    worker = CeleryWorker(servers.workdir, env, BATCH_QUEUE, concurrency, name="bench-batch")
-    try:
-        worker.start(app)
-        yield worker
-    finally:
-        try:
-            worker.stop()
-        finally:
-            app.close()
 
 
 def _timed_cli_import(path: Path, env: dict[str, str], mongo: MongoClient, config: SessionsConfig,

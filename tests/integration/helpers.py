@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Callable
 
 import bson
+from kombu import Connection, Queue
 from pymongo.database import Database
 
 from producers.client import AssignmentClient
@@ -30,3 +31,28 @@ def fingerprint(database: Database) -> str:
         for document in database[name].find(sort=[("_id", 1)]):
             digest.update(bson.encode(document))
     return digest.hexdigest()
+
+
+def hold_unacked_message(connect: Callable[[str], Connection], transport: str, queue_name: str) -> Connection:
+    """A broker connection whose channel holds one unacknowledged message and whose transport is detached.
+
+    The state a Redis restart or a Sentinel failover leaves the worker's
+    consumer in: closing the transport came before closing its channel.
+    """
+    held = connect(transport)
+    queue = Queue(queue_name, routing_key=queue_name)
+    with held.Producer(serializer="json") as producer:
+        producer.publish({"press": 1}, routing_key=queue_name, declare=[queue])
+    message = held.default_channel.basic_get(queue_name, no_ack=False)
+    assert message is not None
+    held.transport.client = None
+    return held
+
+
+def take_message(connect: Callable[[str], Connection], transport: str, queue_name: str) -> dict | None:
+    """Restore messages past their visibility timeout, then take one from the queue."""
+    with connect(transport) as taker:
+        channel = taker.default_channel
+        channel.qos.restore_visible()
+        message = channel.basic_get(queue_name, no_ack=True)
+        return None if message is None else message.decode()

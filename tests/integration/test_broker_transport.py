@@ -11,52 +11,38 @@ Redis to be restored.
 from __future__ import annotations
 
 import uuid
+from typing import Callable
 
 import pytest
-from kombu import Connection, Queue
+from kombu import Connection
 
 from config import Settings
 from devstack.servers import RedisServer
+from tests.integration.helpers import hold_unacked_message, take_message
 from workers.app import create_app
 from workers.transport import TRANSPORT
 
 BROKER_DB = 7  # a database of its own on the session's redis-server
 
 
-def hold_unacked_message(url: str, transport: str, queue_name: str) -> Connection:
-    """A connection whose channel holds one unacknowledged message and whose transport is detached."""
-    connection = Connection(url, transport=transport, transport_options={"visibility_timeout": 0})
-    queue = Queue(queue_name, routing_key=queue_name)
-    with connection.Producer(serializer="json") as producer:
-        producer.publish({"press": 1}, routing_key=queue_name, declare=[queue])
-    message = connection.default_channel.basic_get(queue_name, no_ack=False)
-    assert message is not None
-    connection.transport.client = None  # what closing the transport did before the channel closed
-    return connection
-
-
-def take_message(url: str, queue_name: str) -> dict | None:
-    """Restore messages past their visibility timeout, then take one from the queue."""
-    with Connection(url, transport=TRANSPORT, transport_options={"visibility_timeout": 0}) as connection:
-        channel = connection.default_channel
-        channel.qos.restore_visible()
-        message = channel.basic_get(queue_name, no_ack=True)
-        return None if message is None else message.decode()
+def connect_to(url: str) -> Callable[[str], Connection]:
+    """Connections to ``url`` with the given transport; messages are restorable at once."""
+    return lambda transport: Connection(url, transport=transport, transport_options={"visibility_timeout": 0})
 
 
 def test_kombus_own_transport_crashes_on_that_close(redis_server: RedisServer) -> None:
     """The pinned kombu's behaviour, which the transport below exists for (revisit when this fails)."""
-    connection = hold_unacked_message(redis_server.url(BROKER_DB), "redis", f"q-{uuid.uuid4().hex}")
+    connection = hold_unacked_message(connect_to(redis_server.url(BROKER_DB)), "redis", f"q-{uuid.uuid4().hex}")
     with pytest.raises(AttributeError, match="hostname"):
         connection.release()
 
 
 def test_our_transport_closes_cleanly_and_the_message_is_not_lost(redis_server: RedisServer) -> None:
-    url, queue_name = redis_server.url(BROKER_DB), f"q-{uuid.uuid4().hex}"
-    connection = hold_unacked_message(url, TRANSPORT, queue_name)
+    connect, queue_name = connect_to(redis_server.url(BROKER_DB)), f"q-{uuid.uuid4().hex}"
+    connection = hold_unacked_message(connect, TRANSPORT, queue_name)
     connection.release()  # no exception: the worker's consumer would reconnect
-    assert take_message(url, queue_name) == {"press": 1}
-    assert take_message(url, queue_name) is None  # exactly once
+    assert take_message(connect, TRANSPORT, queue_name) == {"press": 1}
+    assert take_message(connect, TRANSPORT, queue_name) is None  # exactly once
 
 
 def test_every_component_uses_our_transport() -> None:

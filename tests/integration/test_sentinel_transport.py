@@ -15,13 +15,14 @@ attempt) replaced our transport with kombu's own. The alias test covers it.
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
-from kombu import Connection, Queue
+from kombu import Connection
 
 from config import Settings
 from devstack.sentinel import SentinelGroup
+from tests.integration.helpers import hold_unacked_message, take_message
 from workers.app import create_app
 from workers.transport import SENTINEL_TRANSPORT
 
@@ -41,40 +42,24 @@ def connection(group: SentinelGroup, transport: str) -> Connection:
                       transport_options={"visibility_timeout": 0, "master_name": group.master_name})
 
 
-def hold_unacked_message(group: SentinelGroup, transport: str, queue_name: str) -> Connection:
-    """A connection whose channel holds one unacknowledged message and whose transport is detached."""
-    held = connection(group, transport)
-    queue = Queue(queue_name, routing_key=queue_name)
-    with held.Producer(serializer="json") as producer:
-        producer.publish({"press": 1}, routing_key=queue_name, declare=[queue])
-    message = held.default_channel.basic_get(queue_name, no_ack=False)
-    assert message is not None
-    held.transport.client = None  # what closing the transport did before the channel closed
-    return held
-
-
-def take_message(group: SentinelGroup, queue_name: str) -> dict | None:
-    """Restore messages past their visibility timeout, then take one from the queue."""
-    with connection(group, SENTINEL_TRANSPORT) as taker:
-        channel = taker.default_channel
-        channel.qos.restore_visible()
-        message = channel.basic_get(queue_name, no_ack=True)
-        return None if message is None else message.decode()
+def connect_via(group: SentinelGroup) -> Callable[[str], Connection]:
+    """``connection`` for this group, by transport."""
+    return lambda transport: connection(group, transport)
 
 
 def test_kombus_own_sentinel_transport_crashes_on_that_close(sentinel_group: SentinelGroup) -> None:
     """The pinned kombu's behaviour, which our transport exists for (revisit when this fails)."""
-    held = hold_unacked_message(sentinel_group, KOMBU_SENTINEL_TRANSPORT, f"q-{uuid.uuid4().hex}")
+    held = hold_unacked_message(connect_via(sentinel_group), KOMBU_SENTINEL_TRANSPORT, f"q-{uuid.uuid4().hex}")
     with pytest.raises(AttributeError, match="hostname"):
         held.release()
 
 
 def test_our_sentinel_transport_closes_cleanly_and_the_message_is_not_lost(sentinel_group: SentinelGroup) -> None:
     queue_name = f"q-{uuid.uuid4().hex}"
-    held = hold_unacked_message(sentinel_group, SENTINEL_TRANSPORT, queue_name)
+    held = hold_unacked_message(connect_via(sentinel_group), SENTINEL_TRANSPORT, queue_name)
     held.release()  # no exception: the worker's consumer would reconnect
-    assert take_message(sentinel_group, queue_name) == {"press": 1}
-    assert take_message(sentinel_group, queue_name) is None  # exactly once
+    assert take_message(connect_via(sentinel_group), SENTINEL_TRANSPORT, queue_name) == {"press": 1}
+    assert take_message(connect_via(sentinel_group), SENTINEL_TRANSPORT, queue_name) is None  # exactly once
 
 
 def test_switching_to_the_next_sentinel_keeps_our_transport(sentinel_group: SentinelGroup) -> None:

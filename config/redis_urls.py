@@ -6,16 +6,26 @@ setting of its own (``CALLQUEUE_REDIS_SENTINEL_MASTER``). Both read the
 database number, user and password from the *first* address only, so a URL
 whose addresses name different databases would quietly use the first one;
 ``parse_sentinel_url`` refuses it instead. Parsing never connects.
+
+TLS (``rediss://host:port/db?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem``):
+Celery's result backend refuses a ``rediss://`` URL without ``ssl_cert_reqs``,
+while kombu's broker takes it and quietly stops checking the server's
+certificate; a ``redis://`` URL with ``ssl_*`` options is TLS to kombu but
+refused by the backend. ``check_tls_options`` refuses both at startup, with the
+variable to fix, so that broker and backend agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 SENTINEL_SCHEME = "sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 ADDRESS_SEPARATOR = ";"
+TLS_SCHEME = "rediss"
+# The values Celery and kombu accept for ssl_cert_reqs in a rediss:// URL.
+CERT_REQS_VALUES = ("required", "optional", "none", "CERT_REQUIRED", "CERT_OPTIONAL", "CERT_NONE")
 
 
 @dataclass(frozen=True)
@@ -72,3 +82,20 @@ def _database(path: str, index: int) -> int:
 
 def _unquoted(value: str | None) -> str | None:
     return unquote(value) if value else None
+
+
+def check_tls_options(url: str) -> None:
+    """ValueError (without the URL, which may hold a password) for a ``rediss://`` URL without a valid
+    ``ssl_cert_reqs``, or for ``ssl_*`` options on a ``redis://`` URL."""
+    parts = urlsplit(url)
+    options = {key: value for key, value in parse_qsl(parts.query) if key.startswith("ssl_")}
+    if parts.scheme != TLS_SCHEME:
+        if options:
+            raise ValueError(f"{', '.join(sorted(options))}: TLS options need a {TLS_SCHEME}:// URL")
+        return
+    cert_reqs = options.get("ssl_cert_reqs")
+    if cert_reqs is None:
+        raise ValueError(f"a {TLS_SCHEME}:// URL needs ssl_cert_reqs=required (and ssl_ca_certs=/path/ca.pem "
+                         "for a private CA)")
+    if cert_reqs not in CERT_REQS_VALUES:
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS_VALUES[:3])}")

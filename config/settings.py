@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Mapping
 
-from config.redis_urls import is_sentinel_url, parse_sentinel_url
+from config.redis_urls import check_tls_options, is_sentinel_url, parse_sentinel_url
 from workers.exceptions import ConfigurationError
 
 ENV_PREFIX_FREE = {
@@ -132,7 +132,8 @@ class Settings:
                                      "a claim interrupted by a failover relies on them")
 
     def _check_redis_urls(self) -> None:
-        """Both Redis URLs are redis://, rediss:// or well-formed sentinel:// URLs (which need a master name)."""
+        """Both Redis URLs are redis://, rediss:// (saying how to check the server) or well-formed sentinel:// URLs
+        (which need a master name)."""
         for name, url in (("CELERY_BROKER_URL", self.broker_url),
                           ("CELERY_RESULT_BACKEND", self.result_backend)):
             if is_sentinel_url(url):
@@ -145,6 +146,11 @@ class Settings:
                                              "to the name of the master the sentinels watch")
             elif not url.startswith(("redis://", "rediss://")):
                 raise ConfigurationError(f"{name} must be a redis://, rediss:// or sentinel:// URL")
+            else:
+                try:
+                    check_tls_options(url)
+                except ValueError as exc:
+                    raise ConfigurationError(f"{name}: {exc}") from None
 
 
 def _convert(name: str, raw: str, annotation: str) -> object:

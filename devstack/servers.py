@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from devstack.processes import ManagedProcess, StartupError, free_port, wait_until
+from devstack.tls import TlsFiles
 
 STARTUP_TIMEOUT_SECONDS = 60.0
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -54,18 +55,21 @@ class MongoServer:
 
     With ``replica_set`` it starts as a member of that replica set (see
     ``devstack.replicaset``); ``bind_ips`` adds addresses beyond loopback, for
-    workers on test hosts in network namespaces.
+    workers on test hosts in network namespaces. With ``tls`` it accepts TLS
+    connections only (``requireTLS``); clients check its certificate against
+    the CA and need no certificate of their own.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, auth: bool = False,
                  replica_set: str | None = None, bind_ips: tuple[str, ...] = (),
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), tls: TlsFiles | None = None) -> None:
         self.port = port or free_port()
         self.data_dir = workdir / f"mongo-{self.port}"
         self.auth = auth
         self.replica_set = replica_set
         self.bind_ips = ("127.0.0.1", *bind_ips)
         self.extra_args = extra_args
+        self.tls = tls
         self.process = ManagedProcess("mongod", self._argv(), workdir / f"mongod-{self.port}.log")
 
     def _argv(self) -> list[str]:
@@ -74,11 +78,20 @@ class MongoServer:
                 "--setParameter", "diagnosticDataCollectionEnabled=false", "--quiet"]
         if self.replica_set:
             argv += ["--replSet", self.replica_set, "--oplogSize", "64", *REPLICA_SET_PARAMETERS]
-        return argv + (["--auth"] if self.auth else []) + list(self.extra_args)
+        return argv + (["--auth"] if self.auth else []) + self._tls_args() + list(self.extra_args)
+
+    def _tls_args(self) -> list[str]:
+        """TLS only, with this server certificate; clients without a certificate of their own are accepted."""
+        if self.tls is None:
+            return []
+        return ["--tlsMode", "requireTLS", "--tlsCertificateKeyFile", str(self.tls.cert_key_file),
+                "--tlsCAFile", str(self.tls.ca_file), "--tlsAllowConnectionsWithoutCertificates"]
 
     @property
     def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/"
+        """Its connection string; with TLS it asks for TLS and names the CA to check the server against."""
+        query = f"?{self.tls.mongo_query()}" if self.tls else ""
+        return f"mongodb://127.0.0.1:{self.port}/{query}"
 
     @property
     def pid(self) -> int | None:
@@ -115,13 +128,15 @@ class RedisServer:
     """A redis-server on 127.0.0.1, optionally with ``requirepass`` and persistence.
 
     ``bind_ips`` adds addresses beyond loopback, for workers on test hosts in
-    network namespaces.
+    network namespaces. With ``tls`` it listens on a TLS port only (``port 0``);
+    clients check its certificate against the CA and need none of their own.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, password: str | None = None,
-                 persistent: bool = False, bind_ips: tuple[str, ...] = ()) -> None:
+                 persistent: bool = False, bind_ips: tuple[str, ...] = (), tls: TlsFiles | None = None) -> None:
         self.port = port or free_port()
         self.password = password
+        self.tls = tls
         self.bind_ips = ("127.0.0.1", *bind_ips)
         self.data_dir = workdir / f"redis-{self.port}"
         self.persistent = persistent
@@ -132,7 +147,7 @@ class RedisServer:
         return [redis_binary(), str(self.data_dir / "redis.conf")]
 
     def _write_config(self) -> None:
-        lines = [f"port {self.port}", f"bind {' '.join(self.bind_ips)}", f"dir {self.data_dir}", "daemonize no",
+        lines = [*self._port_lines(), f"bind {' '.join(self.bind_ips)}", f"dir {self.data_dir}", "daemonize no",
                  'save ""', f"appendonly {'yes' if self.persistent else 'no'}"]
         if self.password:
             lines.append(f"requirepass {self.password}")
@@ -142,10 +157,19 @@ class RedisServer:
         config.touch(mode=0o600)
         config.write_text("\n".join(lines) + "\n")
 
+    def _port_lines(self) -> list[str]:
+        """The plain port, or with TLS no plain port and a TLS port with this server certificate."""
+        if self.tls is None:
+            return [f"port {self.port}"]
+        return ["port 0", f"tls-port {self.port}", f"tls-cert-file {self.tls.cert_file}",
+                f"tls-key-file {self.tls.key_file}", f"tls-ca-cert-file {self.tls.ca_file}", "tls-auth-clients no"]
+
     def url(self, db: int = 0, host: str = "127.0.0.1") -> str:
-        """URL of database ``db``; ``host`` may be any of ``bind_ips``."""
+        """URL of database ``db``; ``host`` may be any of ``bind_ips``; ``rediss://`` checking the CA with TLS."""
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}{host}:{self.port}/{db}"
+        if self.tls is None:
+            return f"redis://{auth}{host}:{self.port}/{db}"
+        return f"rediss://{auth}{host}:{self.port}/{db}?{self.tls.redis_query()}"
 
     def start(self) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)

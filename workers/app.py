@@ -15,9 +15,10 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 from kombu import Queue
 from kombu.serialization import register as register_serializer
 from kombu.utils import json as kombu_json
+from kombu.utils.url import parse_url
 
 from config import Settings, load_settings
-from config.redis_urls import is_sentinel_url
+from config.redis_urls import TLS_SCHEME, is_sentinel_url
 from workers.eventlog import JsonFormatter
 from workers.gate import StoreGate
 from workers.transport import transport_for
@@ -101,6 +102,9 @@ def celery_config(settings: Settings) -> dict:
         # kombu's Redis (or Sentinel) transport with a fix that keeps the worker alive through a broker
         # restart or a Sentinel failover.
         "broker_transport": transport_for(settings.broker_url),
+        # The TLS options of a rediss:// broker URL, as kombu reads them from it; Flower's broker view
+        # (queue lengths) takes them only from this setting.
+        **broker_tls(settings.broker_url),
         # A task that retries (an outage, a failover) publishes its next run; ride out a Redis restart
         # of a few seconds instead of failing the task over it.
         "task_publish_retry": True,
@@ -136,6 +140,17 @@ def celery_config(settings: Settings) -> dict:
 def sentinel_options(settings: Settings, url: str) -> dict[str, str]:
     """``{"master_name": ...}`` for a ``sentinel://`` URL (kombu and Celery ask the sentinels for it), else nothing."""
     return {"master_name": settings.redis_sentinel_master} if is_sentinel_url(url) else {}
+
+
+def broker_tls(url: str) -> dict[str, dict[str, object]]:
+    """``{"broker_use_ssl": {...}}`` with the ``ssl_*`` options of a ``rediss://`` URL, else nothing.
+
+    Celery and kombu would read them from the URL alone; the setting makes
+    every other reader of the app's configuration (Flower) check the server the same way.
+    """
+    if not url.startswith(f"{TLS_SCHEME}://"):
+        return {}
+    return {"broker_use_ssl": dict(parse_url(url).get("ssl") or {})}
 
 
 def use_json_logs(logger: logging.Logger, **_: object) -> None:

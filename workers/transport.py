@@ -28,7 +28,14 @@ points kombu's ``sentinel`` alias at our Sentinel transport
 connection exists: kombu caches a transport class once it resolved the name).
 
 Selected by the broker URL's scheme through Celery's ``broker_transport``
-setting (``workers.app``, ``transport_for``). ``redis_connection`` gives the
+setting (``workers.app``, ``transport_for``). kombu would then write the
+broker's URL (``Connection.as_uri``) with that setting as its scheme, and
+Flower, which picks the client of its broker view (queue lengths) by that
+scheme, would answer 404; ``register_uri_names`` has kombu write ``redis://``,
+``rediss://`` (a ``rediss://`` URL gets ``RedisTlsTransport``, the same
+transport under its own name, so logs and Flower show that TLS is on) and
+``sentinel://`` instead. The TLS options of a ``rediss://`` URL reach Flower
+through ``broker_use_ssl``. ``redis_connection`` gives the
 components that use redis-py directly (domain counters, the exporter,
 ``health``) a client that follows the Sentinel master the same way.
 """
@@ -38,11 +45,12 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from kombu import Connection
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from redis.sentinel import Sentinel
 
-from config.redis_urls import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
+from config.redis_urls import SENTINEL_SCHEME, TLS_SCHEME, is_sentinel_url, parse_sentinel_url
 from workers.exceptions import ConfigurationError
 
 DETACHED = "broker connection already closed: the channel's transport has no connection"
@@ -73,6 +81,10 @@ class RedisTransport(kombu_redis.Transport):
     Channel = DetachedSafeChannel
 
 
+class RedisTlsTransport(RedisTransport):
+    """``RedisTransport`` for ``rediss://`` URLs: the same code, named ``rediss`` where kombu writes the broker URL."""
+
+
 class SentinelTransport(kombu_redis.SentinelTransport):
     """kombu's Sentinel transport with ``DetachedSafeSentinelChannel`` channels."""
 
@@ -80,6 +92,7 @@ class SentinelTransport(kombu_redis.SentinelTransport):
 
 
 TRANSPORT = f"{__name__}:RedisTransport"
+TLS_TRANSPORT = f"{__name__}:RedisTlsTransport"
 SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
 
 
@@ -88,9 +101,17 @@ def register_sentinel_alias() -> None:
     TRANSPORT_ALIASES[SENTINEL_SCHEME] = SENTINEL_TRANSPORT
 
 
+def register_uri_names() -> None:
+    """Make kombu name our transports by their URL schemes (``redis``, ``rediss``, ``sentinel``) in broker URLs."""
+    Connection.resolve_aliases.update({TRANSPORT: "redis", TLS_TRANSPORT: TLS_SCHEME,
+                                       SENTINEL_TRANSPORT: SENTINEL_SCHEME})
+
+
 def transport_for(url: str) -> str:
-    """Our transport for a broker URL: Sentinel for ``sentinel://``, plain Redis otherwise."""
-    return SENTINEL_TRANSPORT if is_sentinel_url(url) else TRANSPORT
+    """Our transport for a broker URL: Sentinel for ``sentinel://``, the TLS-named one for ``rediss://``, else Redis."""
+    if is_sentinel_url(url):
+        return SENTINEL_TRANSPORT
+    return TLS_TRANSPORT if url.startswith(f"{TLS_SCHEME}://") else TRANSPORT
 
 
 def redis_connection(url: str, master_name: str | None, **connection_kwargs: Any) -> redis.Redis:
@@ -117,3 +138,4 @@ def redis_connection(url: str, master_name: str | None, **connection_kwargs: Any
 
 
 register_sentinel_alias()
+register_uri_names()

@@ -203,7 +203,10 @@ def step_downs(forced: Iterable[bool], every_seconds: float = 4.0) -> Scenario:
             name = "forced step-down" if force else "planned step-down"
             window = FaultWindow(name, timeline.note(name))
             old = replica_set.step_down(force=force)
-            new = replica_set.wait_for_primary(60, other_than=old)
+            # A planned step-down hands over to a caught-up secondary. After a forced one the old primary
+            # may stand again when its step-down period ends, as early as the others' election timeout,
+            # and win: any primary then ends the window.
+            new = replica_set.wait_for_primary(60, other_than=None if force else old)
             window.primary_again_at = window.ended_at = timeline.note(f"new primary on port {new.port}")
             windows.append(window)
             time.sleep(every_seconds)

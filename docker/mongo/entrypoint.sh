@@ -21,4 +21,15 @@ fi
 chown mongodb:mongodb "$key_file"
 chmod 400 "$key_file"
 
+# With docker-compose.tls.yml, mongod (run as the mongodb user) reads its
+# certificate and key from MONGO_TLS_CERTIFICATE_KEY_FILE, a memory-only
+# directory; the operator's copy, MONGO_TLS_CERTIFICATE_KEY_SOURCE, may be
+# readable by root only. Copied on every start, so a replaced file is used
+# after a restart. Without these variables nothing changes.
+if [ -n "${MONGO_TLS_CERTIFICATE_KEY_SOURCE:-}" ]; then
+    tls_file="${MONGO_TLS_CERTIFICATE_KEY_FILE:?MONGO_TLS_CERTIFICATE_KEY_FILE names where mongod reads the copy}"
+    install -d -o mongodb -g mongodb -m 700 "$(dirname "$tls_file")"
+    install -o mongodb -g mongodb -m 400 "$MONGO_TLS_CERTIFICATE_KEY_SOURCE" "$tls_file"
+fi
+
 exec docker-entrypoint.sh "$@"

@@ -422,15 +422,6 @@ def compose_tool() -> list[str] | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def compose_cli() -> list[str]:
-    tool = compose_tool()
-    if tool is None:
-        pytest.skip("neither docker-compose nor the docker compose plugin is installed "
-                    "(Debian: apt-get install docker-compose)")
-    return tool
-
-
 def run_compose(tool: list[str], project_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the compose tool with a clean environment (no stray variables from this shell)."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(project_dir)}

@@ -39,7 +39,6 @@ from tests.acceptance.test_compose import (
     URL_WITH_LITERAL_PASSWORD,
     VARIABLE,
     command_of,
-    compose_tool,
     env_example_lines,
     healthcheck_argv,
     interpolate,
@@ -454,15 +453,6 @@ def test_members_starting_together_agree_on_one_key_file(tmp_path: Path) -> None
 
 
 # -- docker-compose config ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def compose_cli() -> list[str]:
-    tool = compose_tool()
-    if tool is None:
-        pytest.skip("neither docker-compose nor the docker compose plugin is installed "
-                    "(Debian: apt-get install docker-compose)")
-    return tool
-
 
 def run_compose(tool: list[str], project_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(project_dir)}

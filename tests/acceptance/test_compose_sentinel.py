@@ -45,7 +45,6 @@ from tests.acceptance.test_compose import (
     SERVICES,
     URL_WITH_LITERAL_PASSWORD,
     VARIABLE,
-    compose_tool,
     env_example_lines,
     interpolate,
 )
@@ -563,15 +562,6 @@ def test_servers_and_sentinels_started_by_the_entrypoints_fail_over_and_keep_the
 
 
 # -- docker-compose config ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def compose_cli() -> list[str]:
-    tool = compose_tool()
-    if tool is None:
-        pytest.skip("neither docker-compose nor the docker compose plugin is installed "
-                    "(Debian: apt-get install docker-compose)")
-    return tool
-
 
 def run_compose(tool: list[str], project_dir: Path, *args: str,
                 files: tuple[Path, ...] = (COMPOSE_FILE, OVERRIDE_FILE)) -> subprocess.CompletedProcess[str]:

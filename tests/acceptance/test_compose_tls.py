@@ -42,7 +42,6 @@ from tests.acceptance.test_compose import (
     URL_WITH_LITERAL_PASSWORD,
     VARIABLE,
     command_of,
-    compose_tool,
     env_example_lines,
     interpolate,
     option_value,
@@ -365,15 +364,6 @@ def test_operations_guide_covers_tls_between_hosts() -> None:
 
 
 # -- docker-compose config ----------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def compose_cli() -> list[str]:
-    tool = compose_tool()
-    if tool is None:
-        pytest.skip("neither docker-compose nor the docker compose plugin is installed "
-                    "(Debian: apt-get install docker-compose)")
-    return tool
-
 
 def run_compose(tool: list[str], project_dir: Path, files: tuple[Path, ...],
                 *args: str) -> subprocess.CompletedProcess[str]:

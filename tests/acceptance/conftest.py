@@ -1,0 +1,17 @@
+"""Fixtures shared by the acceptance tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.acceptance.test_compose import compose_tool
+
+
+@pytest.fixture(scope="session")
+def compose_cli() -> list[str]:
+    """The docker-compose command line (``docker-compose`` or ``docker compose``); skip when neither exists."""
+    tool = compose_tool()
+    if tool is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed "
+                    "(Debian: apt-get install docker-compose)")
+    return tool

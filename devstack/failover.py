@@ -151,7 +151,7 @@ def run_scenario(failover: FailoverStack, name: str, scenario: Scenario, session
                  behaviour: Behaviour | None = None) -> FailoverRun:
     """Seed the session, start the callers, inject the faults, wait for the callers, audit."""
     settings = failover.settings
-    _seed(settings, session_id, students)
+    seed_students(settings, session_id, students)
     behaviour = behaviour or Behaviour(call_seconds=0.02, timeout_seconds=8)
     logs: list[AssistantLog] = []
     callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
@@ -174,7 +174,8 @@ def run_scenario(failover: FailoverStack, name: str, scenario: Scenario, session
     return run
 
 
-def _seed(settings: Settings, session_id: str, count: int) -> None:
+def seed_students(settings: Settings, session_id: str, count: int) -> None:
+    """Import ``count`` students into the session through the producer client, 1,000 per call."""
     rows = [{"student_id": f"s{n:05d}", "name": f"Student {n}", "phone": f"+1555{n:07d}"} for n in range(count)]
     with AssignmentClient(settings, timeout_seconds=60) as client:
         for start in range(0, count, 1000):

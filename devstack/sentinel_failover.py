@@ -19,15 +19,13 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from config import Settings
 from devstack.assistants import AssistantLog, Behaviour, run_in_processes
 from devstack.audit import AuditReport, audit_session
-from devstack.failover import FailoverRun, FaultWindow, Timeline
+from devstack.failover import FailoverRun, FaultWindow, Timeline, seed_students
 from devstack.processes import StartupError
 from devstack.sentinel import SentinelGroup
 from devstack.servers import MongoServer
 from devstack.stack import ServersStack, StackOptions
-from producers.client import AssignmentClient
 from workers.models import PENDING
 from workers.store import STUDENTS
 
@@ -62,7 +60,7 @@ def run_master_kill(stack: SentinelStack, session_id: str, students: int = 2000,
                     kill_at_completed: float = 0.25) -> FailoverRun:
     """Seed, start the callers, kill the master once ``kill_at_completed`` of the students are done, audit."""
     settings = stack.settings
-    seed(settings, session_id, students)
+    seed_students(settings, session_id, students)
     behaviour = behaviour or Behaviour(call_seconds=0.02, timeout_seconds=8)
     logs: list[AssistantLog] = []
     callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
@@ -81,14 +79,6 @@ def run_master_kill(stack: SentinelStack, session_id: str, students: int = 2000,
                           time.time() - timeline.started)
         run.report = audit_session(mongo[settings.mongo_db], session_id, run.handouts)
     return run
-
-
-def seed(settings: Settings, session_id: str, count: int) -> None:
-    """Import ``count`` students into the session, 1,000 per call."""
-    rows = [{"student_id": f"s{n:05d}", "name": f"Student {n}", "phone": f"+1555{n:07d}"} for n in range(count)]
-    with AssignmentClient(settings, timeout_seconds=60) as client:
-        for start in range(0, count, 1000):
-            client.import_students(session_id, rows[start:start + 1000], "sentinel failover session")
 
 
 def wait_for_completed(students_collection: Collection, session_id: str, count: int, callers: threading.Thread) -> None:

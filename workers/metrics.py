@@ -56,11 +56,6 @@ def redis_client(url: str, master_name: str | None = None) -> redis.Redis:
     return client
 
 
-def count_event(client: redis.Redis, event: str, amount: int = 1, code: str | None = None) -> None:
-    """Add ``amount`` to the event's counter (and to the rejection code's, for rejections) right now."""
-    write_counts(client, _fields(event, amount, code))
-
-
 def write_counts(client: redis.Redis, counts: Counter[str]) -> bool:
     """One pipelined HINCRBY per field; False (with a warning) when Redis cannot be reached."""
     try:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from celery import Task
 from celery.exceptions import Reject, Retry
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_process_shutdown
 
 from workers.app import BATCH_QUEUE, app
 from workers.store import AssignmentStore, NewStudent
@@ -121,12 +121,15 @@ def _retry_failover(name: str, task: Task, exc: FailoverInProgress) -> BaseExcep
 
 
 def flush_counters(**_: Any) -> None:
-    """A worker process that stops normally writes its buffered domain counts first."""
+    """A pool process that stops normally writes its buffered domain counts first.
+
+    Pool children leave without running ``atexit`` handlers; the main process
+    (solo and thread pools) is covered by ``workers.metrics``' own ``atexit``.
+    """
     flush_all()
 
 
 worker_process_shutdown.connect(flush_counters, weak=False)
-worker_shutdown.connect(flush_counters, weak=False)
 
 
 def report(event: str, amount: int = 1, code: str | None = None, **fields: Any) -> None:

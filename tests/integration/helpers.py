@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import bson
 from kombu import Connection, Queue
 from pymongo.database import Database
 
 from producers.client import AssignmentClient
+
+if TYPE_CHECKING:
+    from devstack.failover import FailoverRun
 
 
 def students(count: int, prefix: str = "s") -> list[dict[str, Any]]:
@@ -56,3 +59,16 @@ def take_message(connect: Callable[[str], Connection], transport: str, queue_nam
         channel.qos.restore_visible()
         message = channel.basic_get(queue_name, no_ack=True)
         return None if message is None else message.decode()
+
+
+def assert_nothing_lost_or_doubled(run: "FailoverRun", callers: int, students: int) -> None:
+    """Every press answered; no student handed to two assistants, lost, or completed twice."""
+    report = run.report
+    assert run.callers_outlived_faults, f"the callers finished before the faults did: {run.timeline.lines()}"
+    assert run.errors == [], run.timeline.lines()
+    assert len(run.logs) == callers and all(log.exhausted for log in run.logs)  # every press answered
+    assert report.clean, (report.double_handouts[:5], report.answers_not_in_history[:5],
+                          report.tokens_given_twice[:5], report.completed_twice[:5],
+                          report.assistants_holding_two[:5])
+    assert (report.students, report.completed, report.pending, report.held) == (students, students, 0, 0)
+    assert len({handout.student_id for handout in run.handouts}) == students

@@ -27,6 +27,7 @@ from devstack.replicaset import PULLED_REPLICATION, ReplicaSet
 from devstack.failover import (
     FailoverRun, FailoverStack, Scenario, forced_rollback, freeze, kill_and_restart, run_scenario, step_downs,
 )
+from tests.integration.helpers import assert_nothing_lost_or_doubled
 
 STUDENTS = 2_000
 CALLERS = 32
@@ -58,36 +59,24 @@ def drain_through(failover: FailoverStack, name: str, scenario: Scenario) -> Fai
     return run
 
 
-def assert_nothing_lost_or_doubled(run: FailoverRun) -> None:
-    report = run.report
-    assert run.callers_outlived_faults, f"the callers finished before the faults did: {run.timeline.lines()}"
-    assert run.errors == [], run.timeline.lines()
-    assert len(run.logs) == CALLERS and all(log.exhausted for log in run.logs)  # every press answered
-    assert report.clean, (report.double_handouts[:5], report.answers_not_in_history[:5],
-                          report.tokens_given_twice[:5], report.completed_twice[:5],
-                          report.assistants_holding_two[:5])
-    assert (report.students, report.completed, report.pending, report.held) == (STUDENTS, STUDENTS, 0, 0)
-    assert len({handout.student_id for handout in run.handouts}) == STUDENTS
-
-
 def test_stepping_the_primary_down_with_and_without_force_loses_and_doubles_nothing(
         failover: FailoverStack) -> None:
     run = drain_through(failover, "step-downs", step_downs([False, True, False, True]))
-    assert_nothing_lost_or_doubled(run)
+    assert_nothing_lost_or_doubled(run, CALLERS, STUDENTS)
     assert [window.name for window in run.windows] == ["planned step-down", "forced step-down"] * 2
     assert run.longest_press < 3 * CLIENT_TIMEOUT_SECONDS
 
 
 def test_a_killed_primary_restarted_on_its_data_loses_and_doubles_nothing(failover: FailoverStack) -> None:
     run = drain_through(failover, "kill", kill_and_restart(down_seconds=4))
-    assert_nothing_lost_or_doubled(run)
+    assert_nothing_lost_or_doubled(run, CALLERS, STUDENTS)
     assert run.longest_press < 3 * CLIENT_TIMEOUT_SECONDS
 
 
 def test_a_primary_frozen_for_twenty_seconds_holds_no_press_for_the_whole_freeze(
         failover: FailoverStack) -> None:
     run = drain_through(failover, "freeze", freeze(frozen_seconds=20))
-    assert_nothing_lost_or_doubled(run)
+    assert_nothing_lost_or_doubled(run, CALLERS, STUDENTS)
     assert run.longest_press < 20.0, "a press waited out the whole freeze"
 
 
@@ -98,4 +87,4 @@ def test_claims_rolled_back_with_a_lost_primary_were_never_told_to_a_caller(
           f"of which redone by the same request: {len(run.rolled_back_claim_entries - run.rolled_back_claims)}")
     assert run.rolled_back_claim_entries, "the old primary rolled back no claim: the scenario proved nothing"
     assert run.rolled_back_claims_told_to_callers() == []
-    assert_nothing_lost_or_doubled(run)
+    assert_nothing_lost_or_doubled(run, CALLERS, STUDENTS)

@@ -10,15 +10,17 @@ import pytest
 from redis.sentinel import SentinelConnectionPool
 
 from workers.exceptions import ConfigurationError
-from workers.metrics import CounterBuffer, count_event, counter_buffer, read_counters, redis_client
+from workers.metrics import CounterBuffer, counter_buffer, read_counters, redis_client
 
 
 def test_events_and_rejection_codes_are_counted_separately() -> None:
     client = fakeredis.FakeRedis()
-    count_event(client, "claimed")
-    count_event(client, "claimed")
-    count_event(client, "reclaimed", amount=5)
-    count_event(client, "rejected", code="stale_token")
+    buffer = CounterBuffer(client, interval_seconds=3600)
+    buffer.add("claimed")
+    buffer.add("claimed")
+    buffer.add("reclaimed", amount=5)
+    buffer.add("rejected", code="stale_token")
+    buffer.flush()
     events, rejections = read_counters(client)
     assert events == {"claimed": 2, "reclaimed": 5, "rejected": 1}
     assert rejections == {"stale_token": 1}
@@ -26,7 +28,9 @@ def test_events_and_rejection_codes_are_counted_separately() -> None:
 
 def test_an_unreachable_redis_skips_the_count_instead_of_failing(caplog: pytest.LogCaptureFixture) -> None:
     unreachable = redis_client("redis://127.0.0.1:1/0")
-    count_event(unreachable, "claimed")
+    buffer = CounterBuffer(unreachable, interval_seconds=3600)
+    buffer.add("claimed")
+    buffer.flush()
     assert "metrics not counted yet" in caplog.text
 
 

@@ -261,6 +261,8 @@ def forced_rollback(unreplicated_seconds: float = 3.0) -> Scenario:
     def scenario(replica_set: ReplicaSet, timeline: Timeline) -> list[FaultWindow]:
         time.sleep(LEAD_IN_SECONDS)
         old = replica_set.wait_for_primary(30)
+        # Callers that are still starting would leave the primary idle while the secondaries are frozen.
+        replica_set.wait_for_updates(old, 20)
         secondaries = [member for member in replica_set.members if member is not old]
         window = FaultWindow("rollback", timeline.note("SIGSTOP both secondaries"))
         for member in secondaries:

@@ -188,6 +188,17 @@ class ReplicaSet:
             member.process.send_signal(signal.SIGCONT)
             self._frozen.discard(member.pid)
 
+    def updates(self, member: MongoServer) -> int:
+        """How many update operations ``member`` has run since it started (``serverStatus`` opcounters)."""
+        with _direct(member, timeout_ms=2000) as client:
+            return int(client.admin.command("serverStatus")["opcounters"]["update"])
+
+    def wait_for_updates(self, member: MongoServer, count: int, timeout_seconds: float = 60.0) -> None:
+        """Block until ``member`` has run ``count`` more update operations: writes are flowing to it."""
+        start = self.updates(member)
+        wait_until(lambda: self.updates(member) - start >= count, timeout_seconds,
+                   f"{count} updates on port {member.port}")
+
     def term(self) -> int:
         """The set's election term as the first answering member reports it: it grows by one per election."""
         for member in self.members:

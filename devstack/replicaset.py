@@ -189,12 +189,12 @@ class ReplicaSet:
             self._frozen.discard(member.pid)
 
     def updates(self, member: MongoServer) -> int:
-        """How many update operations ``member`` has run since it started (``serverStatus`` opcounters)."""
+        """How many documents ``member`` has updated since it started, claims (findAndModify) included."""
         with _direct(member, timeout_ms=2000) as client:
-            return int(client.admin.command("serverStatus")["opcounters"]["update"])
+            return int(client.admin.command("serverStatus")["metrics"]["document"]["updated"])
 
     def wait_for_updates(self, member: MongoServer, count: int, timeout_seconds: float = 60.0) -> None:
-        """Block until ``member`` has run ``count`` more update operations: writes are flowing to it."""
+        """Block until ``member`` has updated ``count`` more documents: writes are flowing to it."""
         start = self.updates(member)
         wait_until(lambda: self.updates(member) - start >= count, timeout_seconds,
                    f"{count} updates on port {member.port}")

@@ -63,7 +63,7 @@ from workers.app import BATCH_QUEUE
 from workers.exceptions import Rejected
 from workers.models import PENDING, Assignment, CallSession
 from workers.session_cache import OpenSessionCache
-from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, ensure_indexes
+from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, ensure_indexes
 from workers.store.documents import CLAIM_ORDER
 
 MANY_DB = "bench_many_sessions"
@@ -251,7 +251,7 @@ def _end_hold(store: AssignmentStore, assignment: Assignment, request: str, rele
         if release:
             store.release(*hold, f"{request}:release")
             return RELEASED
-        store.complete(*hold, OUTCOME, f"{request}:complete")
+        store.complete(*hold, CompletionPlan(OUTCOME), f"{request}:complete")
         return COMPLETED
     except Rejected as exc:
         return f"refused:{exc.code}"

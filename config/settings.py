@@ -87,6 +87,20 @@ class Settings:
     reclaim_interval_seconds: float = 10.0
     # Longest lease a session may set.
     max_lease_seconds: int = 86_400
+    # How often beat runs promote_due, which returns students whose callback or retry time has come
+    # to the pool: a due student becomes claimable within this interval.
+    promote_interval_seconds: float = 5.0
+    # How long after its time a personal callback stays reserved for its assistant, for a session that
+    # has not set its own (set_campaign); after that anyone may take it.
+    callback_grace_seconds: int = 900
+    # Longest retry delay a session's rules may set, and farthest ahead a callback may be scheduled.
+    max_schedule_ahead_seconds: int = 366 * 86_400
+    # Most skills one press may carry (each is one more index range the claim merges).
+    max_skills: int = 32
+    # Most retry rules (outcomes) one session may declare.
+    max_retry_rules: int = 50
+    # Most attempts one retry rule may allow.
+    max_attempts_limit: int = 100
     # How long the producer client waits for a batch job to finish.
     batch_timeout_seconds: float = 600.0
     # Students written to MongoDB per insert_many during an import.
@@ -122,6 +136,9 @@ class Settings:
         if not self.mongo_url.startswith(("mongodb://", "mongodb+srv://")):
             raise ConfigurationError("MONGO_URL must start with mongodb:// or mongodb+srv://")
         self._check_redis_urls()
+        if self.promote_interval_seconds <= 0 or self.callback_grace_seconds < 0 or self.max_skills < 0:
+            raise ConfigurationError("CALLQUEUE_PROMOTE_INTERVAL_SECONDS must be positive, "
+                                     "CALLQUEUE_CALLBACK_GRACE_SECONDS and CALLQUEUE_MAX_SKILLS not negative")
         if self.client_timeout_seconds <= 0 or self.max_id_length < 1:
             raise ConfigurationError("timeouts and limits must be positive")
         if min(self.mongo_operation_timeout_seconds, self.mongo_batch_operation_timeout_seconds,

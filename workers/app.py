@@ -131,6 +131,11 @@ def celery_config(settings: Settings) -> dict:
                 "schedule": settings.reclaim_interval_seconds,
                 "options": {"expires": settings.reclaim_interval_seconds},
             },
+            "promote-due-callbacks-and-retries": {
+                "task": "callqueue.promote_due",
+                "schedule": settings.promote_interval_seconds,
+                "options": {"expires": settings.promote_interval_seconds},
+            },
         },
         "timezone": "UTC",
         "enable_utc": True,

@@ -14,6 +14,26 @@ PENDING = ""
 
 
 @dataclass(frozen=True)
+class RetryRule:
+    """A session's rule for one outcome: call again after ``delay_seconds``, up to ``max_attempts`` calls."""
+
+    outcome: str
+    delay_seconds: int
+    max_attempts: int
+
+    def to_document(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "delay_seconds": self.delay_seconds, "max_attempts": self.max_attempts}
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A promised call back: when, and (optionally) the only assistant who may take it during the grace period."""
+
+    at: datetime
+    assistant_id: str | None = None
+
+
+@dataclass(frozen=True)
 class CallSession:
     """One call session (a document of ``call_sessions``)."""
 
@@ -23,6 +43,8 @@ class CallSession:
     created_at: datetime | None
     lease_seconds: int | None = None
     closed_outcome: str | None = None
+    retry_rules: tuple[RetryRule, ...] = ()
+    callback_grace_seconds: int | None = None
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
@@ -33,11 +55,28 @@ class CallSession:
             created_at=document.get("created_at"),
             lease_seconds=document.get("lease_seconds"),
             closed_outcome=document.get("closed_outcome"),
+            retry_rules=tuple(RetryRule(**rule) for rule in document.get("retry_rules") or ()),
+            callback_grace_seconds=document.get("callback_grace_seconds"),
         )
 
     @property
     def is_open(self) -> bool:
         return self.status == "open"
+
+    def retry_rule(self, outcome: str) -> RetryRule | None:
+        """The rule for ``outcome``, or None when that outcome is always final."""
+        return next((rule for rule in self.retry_rules if rule.outcome == outcome), None)
+
+    def campaign_result(self, default_grace_seconds: int) -> dict[str, Any]:
+        """The session's campaign settings as the JSON answer of ``set_campaign``."""
+        return {
+            "status": "ok",
+            "call_session_id": self.id,
+            "retry_rules": {rule.outcome: {"delay_seconds": rule.delay_seconds, "max_attempts": rule.max_attempts}
+                            for rule in self.retry_rules},
+            "callback_grace_seconds": (default_grace_seconds if self.callback_grace_seconds is None
+                                       else self.callback_grace_seconds),
+        }
 
 
 @dataclass(frozen=True)
@@ -125,6 +164,62 @@ class StudentState:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """One recorded call: its outcome, the attempt it was, and what follows (final, retry or callback).
+
+    Built from the completion's own history entry, so sending the same
+    completion again gets exactly the same answer, even after the student
+    has moved on.
+    """
+
+    student_id: str
+    call_session_id: str
+    assignment_token: int
+    outcome: str
+    completed_at: datetime | None
+    completed_by: str | None
+    attempt: int
+    next: str
+    next_attempt_at: datetime | None = None
+    callback_assistant: str | None = None
+
+    @classmethod
+    def from_entry(cls, document: Mapping[str, Any], entry: Mapping[str, Any]) -> "Completion":
+        return cls(
+            student_id=document["_id"],
+            call_session_id=document["call_session_id"],
+            assignment_token=int(entry.get("token") or 0),
+            outcome=entry["outcome"],
+            completed_at=entry.get("at"),
+            completed_by=entry.get("assistant_id"),
+            attempt=int(entry.get("attempt") or 1),
+            next=entry.get("next") or "final",
+            next_attempt_at=entry.get("due_at"),
+            callback_assistant=entry.get("callback_assistant"),
+        )
+
+    @property
+    def final(self) -> bool:
+        return self.next == "final"
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "status": "completed",
+            "call_session_id": self.call_session_id,
+            "student_id": self.student_id,
+            "assignment_token": self.assignment_token,
+            "outcome": self.outcome,
+            "completed_at": _iso(self.completed_at),
+            "completed_by": self.completed_by,
+            "attempt": self.attempt,
+            "final": self.final,
+            "next": self.next,
+            "next_attempt_at": _iso(self.next_attempt_at),
+            "callback_assistant": self.callback_assistant,
+        }
+
+
+@dataclass(frozen=True)
 class BatchItem:
     """One validated item of a ``complete_batch`` job."""
 
@@ -134,6 +229,7 @@ class BatchItem:
     outcome: str
     assistant_id: str | None = None
     assignment_token: int | None = None
+    callback: Callback | None = None
 
     def request_id(self, job_id: str) -> str:
         """The id this item's write carries in the student's history."""
@@ -163,7 +259,12 @@ class ImportSummary:
 
 @dataclass(frozen=True)
 class SessionStats:
-    """Counts for one call session."""
+    """Counts for one call session.
+
+    ``pending`` counts students anyone could be handed now or once due
+    (``scheduled_*`` are waiting for a time and not counted there);
+    ``attempts`` is the number of calls recorded, retries included.
+    """
 
     call_session_id: str
     status: str
@@ -171,10 +272,14 @@ class SessionStats:
     assigned: int
     completed: dict[str, int] = field(default_factory=dict)
     holders: tuple[str, ...] = ()
+    scheduled_callbacks: int = 0
+    scheduled_retries: int = 0
+    attempts: int = 0
 
     @property
     def total(self) -> int:
-        return self.pending + self.assigned + sum(self.completed.values())
+        return (self.pending + self.assigned + sum(self.completed.values())
+                + self.scheduled_callbacks + self.scheduled_retries)
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -184,8 +289,12 @@ class SessionStats:
             "total": self.total,
             "pending": self.pending,
             "assigned": self.assigned,
+            "scheduled": self.scheduled_callbacks + self.scheduled_retries,
+            "scheduled_callbacks": self.scheduled_callbacks,
+            "scheduled_retries": self.scheduled_retries,
             "completed": sum(self.completed.values()),
             "completed_by_outcome": dict(self.completed),
+            "attempts": self.attempts,
             "assistants_holding": len(self.holders),
             "holders": list(self.holders),
         }

@@ -42,6 +42,16 @@ class OpenSessionCache:
                 self._sessions[session_id] = session
         return session
 
+    def known_session(self, store: AssignmentStore, session_id: str) -> CallSession | None:
+        """The session from memory when it is open, else as read now (closed ones too; None if unknown).
+
+        Completions use it for the session's retry rules, which therefore
+        apply within ``ttl_seconds`` of a change.
+        """
+        if time.monotonic() >= self._fresh_until:
+            self._reload(store)
+        return self._sessions.get(session_id) or store.get_session(session_id)
+
     def _reload(self, store: AssignmentStore) -> None:
         """Replace the memory with the open sessions, read at once."""
         sessions = store.open_sessions(MAX_ENTRIES)

@@ -13,6 +13,7 @@ import functools
 import inspect
 import math
 import time
+from datetime import timedelta
 from typing import Any, Callable
 
 from celery import Task
@@ -20,17 +21,18 @@ from celery.exceptions import Reject, Retry
 from celery.signals import worker_process_shutdown
 
 from workers.app import BATCH_QUEUE, app
-from workers.store import AssignmentStore, NewStudent
+from workers.store import AssignmentStore, NewStudent, plan_for, utcnow
 from workers.eventlog import log_event
 from workers.metrics import counter_buffer, flush_all
 from workers.exceptions import (
-    FailoverInProgress, InfrastructureError, InvalidArgument, MissingArgument, Rejected,
+    FailoverInProgress, InfrastructureError, InvalidArgument, MissingArgument, Rejected, TooLarge,
 )
-from workers.models import BatchItem
+from workers.models import BatchItem, Callback, RetryRule
 from workers.session_cache import OpenSessionCache
 from workers.mongo import get_database
 from workers.validation import (
-    optional_id, require_document, require_id, require_int, require_list, require_text, require_token,
+    optional_id, require_document, require_id, require_ids, require_int, require_list, require_moment,
+    require_text, require_token,
 )
 
 Result = dict[str, Any]
@@ -132,10 +134,14 @@ def flush_counters(**_: Any) -> None:
 worker_process_shutdown.connect(flush_counters, weak=False)
 
 
-def report(event: str, amount: int = 1, code: str | None = None, **fields: Any) -> None:
-    """Log the event as one structured line and add it to the domain counters."""
+def report(event: str, amount: int = 1, code: str | None = None, also_count: tuple[str, ...] = (),
+           **fields: Any) -> None:
+    """Log the event as one structured line and add it (and ``also_count``) to the domain counters."""
     log_event(event, code=code, **fields)
-    counter_buffer(app.settings.broker_url, app.settings.redis_sentinel_master).add(event, amount, code)
+    counters = counter_buffer(app.settings.broker_url, app.settings.redis_sentinel_master)
+    counters.add(event, amount, code)
+    for name in also_count:
+        counters.add(name, amount)
 
 
 def _rejected(name: str, task: Task, exc: Rejected, started: float, **fields: Any) -> Result:
@@ -183,18 +189,23 @@ def _holder_arguments(call_session_id: Any, student_id: Any, assistant_id: Any,
 
 
 @callqueue_task("callqueue.assign_next_student", acks_late=True, reject_on_worker_lost=True)
-def assign_next_student(call_session_id: str, assistant_id: str, request_id: str | None = None) -> Result:
+def assign_next_student(call_session_id: str, assistant_id: str, request_id: str | None = None,
+                        skills: list | None = None) -> Result:
     """Hand the assistant one student (or the one they hold already).
 
     Without a ``request_id`` the task id stands in for it, so a redelivered
     message is recognised as the same request and never claims twice.
+    ``skills`` (routing tags) widen the press from untagged students to
+    students tagged with one of them; a due personal callback comes first.
     """
     started = time.perf_counter()
     session_id = require_id("call_session_id", call_session_id, _limit())
     assistant = require_id("assistant_id", assistant_id, _limit())
     request = optional_id("request_id", request_id, _limit()) or _current_request_id()
+    tags = () if skills is None else require_ids("skills", skills, _limit(), app.settings.max_skills)
     store = _store()
-    assignment = store.assign_next(_open_sessions.open_session(store, session_id), assistant, request)
+    assignment = store.assign_next(_open_sessions.open_session(store, session_id), assistant, request,
+                                   skills=tags)
     if assignment is None:
         store.open_session(session_id)  # read afresh: a session closed meanwhile is refused as closed
         report("exhausted", session=session_id, assistant=assistant, request_id=request,
@@ -208,17 +219,44 @@ def assign_next_student(call_session_id: str, assistant_id: str, request_id: str
 
 @callqueue_task("callqueue.complete_student", acks_late=True, reject_on_worker_lost=True)
 def complete_student(call_session_id: str, student_id: str, assistant_id: str, outcome: str,
-                     assignment_token: int) -> Result:
-    """Record the outcome of a call; only the current holder with the current token may."""
+                     assignment_token: int, callback_at: str | None = None,
+                     callback_assistant: str | None = None) -> Result:
+    """Record the outcome of a call; only the current holder with the current token may.
+
+    The session's retry rule for the outcome may schedule another attempt;
+    ``callback_at`` schedules a callback (for ``callback_assistant`` first,
+    if given). The answer says which: ``next`` is ``final``, ``retry`` or
+    ``callback``.
+    """
     started = time.perf_counter()
     session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
                                                               assignment_token)
     result = require_id("outcome", outcome, _limit())
+    callback = _callback("", callback_at, callback_assistant)
     request = _current_request_id()
-    state = _store().complete(session_id, student, assistant, token, result, request)
+    store = _store()
+    plan = plan_for(_open_sessions.known_session(store, session_id), result, callback,
+                    app.settings.callback_grace_seconds)
+    completion = store.complete(session_id, student, assistant, token, plan, request)
     report("completed", session=session_id, assistant=assistant, student=student, token=token,
-           outcome=result, request_id=request, duration_ms=_ms(started))
-    return state.to_result("completed")
+           outcome=result, attempt=completion.attempt, next=completion.next, request_id=request,
+           duration_ms=_ms(started), also_count=(f"completed_{completion.next}",))
+    return completion.to_result()
+
+
+def _callback(label: str, callback_at: Any, callback_assistant: Any) -> Callback | None:
+    """The callback a completion asks for, or None; ``callback_assistant`` needs ``callback_at``."""
+    assistant = optional_id(f"{label}callback_assistant", callback_assistant, _limit())
+    if callback_at is None:
+        if assistant is not None:
+            raise InvalidArgument(f"{label}callback_assistant needs {label}callback_at",
+                                  argument=f"{label}callback_assistant")
+        return None
+    moment = require_moment(f"{label}callback_at", callback_at)
+    if moment > utcnow() + timedelta(seconds=app.settings.max_schedule_ahead_seconds):
+        raise InvalidArgument(f"{label}callback_at is more than {app.settings.max_schedule_ahead_seconds} "
+                              "seconds ahead", argument=f"{label}callback_at")
+    return Callback(moment, assistant)
 
 
 @callqueue_task("callqueue.release_student", acks_late=True, reject_on_worker_lost=True)
@@ -243,12 +281,20 @@ def session_stats(call_session_id: str) -> Result:
 
 
 @callqueue_task("callqueue.import_students", queue=BATCH_QUEUE, acks_late=True, reject_on_worker_lost=True)
-def import_students(call_session_id: str, students: list, session_name: str | None = None) -> Result:
-    """Create the session if needed and add the students; running it again adds nothing."""
+def import_students(call_session_id: str, students: list, session_name: str | None = None,
+                    route_by: str | None = None) -> Result:
+    """Create the session if needed and add the students; running it again adds nothing.
+
+    ``route_by`` names the column whose value is each student's routing tag
+    (for example ``language``); a student without one is untagged.
+    """
     started = time.perf_counter()
     session_id = require_id("call_session_id", call_session_id, _limit())
     name = None if session_name is None else require_text("session_name", session_name, _limit())
-    rows = [_new_student(index, item) for index, item in
+    column = optional_id("route_by", route_by, _limit())
+    if column in RESERVED_ROW_KEYS:
+        raise InvalidArgument(f"route_by must name a column of the student, not {column!r}", argument="route_by")
+    rows = [_new_student(index, item, column) for index, item in
             enumerate(require_list("students", students, app.settings.max_import_students))]
     summary = _store().import_students(session_id, name, rows, app.settings.import_chunk_size)
     report("imported", session=session_id, received=summary.received, inserted=summary.inserted,
@@ -256,16 +302,21 @@ def import_students(call_session_id: str, students: list, session_name: str | No
     return summary.to_result()
 
 
-def _new_student(index: int, item: Any) -> NewStudent:
-    """One import row: ``student_id``, ``priority`` and ``position`` are ours, the rest is the student."""
+def _new_student(index: int, item: Any, route_by: str | None = None) -> NewStudent:
+    """One import row: ``student_id``, ``priority`` and ``position`` are ours, the rest is the student.
+
+    The ``route_by`` column (kept in the student) gives the routing tag; empty or missing is untagged.
+    """
     label = f"students[{index}]"
     row = require_document(label, item, app.settings.max_student_bytes)
     student = {key: value for key, value in row.items() if key not in RESERVED_ROW_KEYS}
+    tag = None if route_by is None or row.get(route_by) in (None, "") else row[route_by]
     return NewStudent(
         student=student,
         priority=require_int(f"{label}.priority", row.get("priority", 0)),
         position=None if row.get("position") is None else require_int(f"{label}.position", row["position"], 0),
         key=optional_id(f"{label}.student_id", row.get("student_id"), _limit()),
+        route=optional_id(f"{label}.{route_by}", tag, _limit()) or "",
     )
 
 
@@ -301,6 +352,54 @@ def reclaim_expired() -> Result:
     return {"status": "ok", "reclaimed": reclaimed}
 
 
+@callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True)
+def promote_due() -> Result:
+    """Return students whose callback or retry time has come to the pool (run by beat)."""
+    promoted = _store().promote_due()
+    if promoted:
+        report("promoted", amount=promoted, count=promoted)
+    return {"status": "ok", "promoted": promoted}
+
+
+@callqueue_task("callqueue.set_campaign")
+def set_campaign(call_session_id: str, retry_rules: dict | None = None,
+                 callback_grace_seconds: int | None = None) -> Result:
+    """Set the session's retry rules by outcome and/or its personal-callback grace period.
+
+    ``retry_rules`` replaces all rules (``{}`` removes them), for example
+    ``{"no_answer": {"delay_seconds": 7200, "max_attempts": 3}}``; an
+    argument left out (or null) keeps what the session has.
+    """
+    session_id = require_id("call_session_id", call_session_id, _limit())
+    rules = None if retry_rules is None else _retry_rules(retry_rules)
+    grace = None if callback_grace_seconds is None else require_int(
+        "callback_grace_seconds", callback_grace_seconds, 0, app.settings.max_schedule_ahead_seconds)
+    session = _store().set_campaign(session_id, rules, grace)
+    report("campaign_set", session=session_id, rules=len(session.retry_rules))
+    return session.campaign_result(app.settings.callback_grace_seconds)
+
+
+def _retry_rules(value: Any) -> tuple[RetryRule, ...]:
+    """``{outcome: {"delay_seconds", "max_attempts"}}`` as validated rules."""
+    if not isinstance(value, dict):
+        raise InvalidArgument("retry_rules must be an object of outcome -> rule", argument="retry_rules")
+    if len(value) > app.settings.max_retry_rules:
+        raise TooLarge(f"retry_rules has more than {app.settings.max_retry_rules} outcomes", argument="retry_rules")
+    rules = []
+    for outcome, rule in value.items():
+        label = f"retry_rules[{outcome!r}]"
+        require_id("retry_rules outcome", outcome, _limit())
+        if not isinstance(rule, dict) or set(rule) != {"delay_seconds", "max_attempts"}:
+            raise InvalidArgument(f"{label} must be {{\"delay_seconds\": n, \"max_attempts\": n}}",
+                                  argument="retry_rules")
+        rules.append(RetryRule(
+            outcome,
+            require_int(f"{label}.delay_seconds", rule["delay_seconds"], 0, app.settings.max_schedule_ahead_seconds),
+            require_int(f"{label}.max_attempts", rule["max_attempts"], 1, app.settings.max_attempts_limit),
+        ))
+    return tuple(rules)
+
+
 @callqueue_task("callqueue.release_assistant", acks_late=True, reject_on_worker_lost=True)
 def release_assistant(call_session_id: str, assistant_id: str) -> Result:
     """An assistant logging off gives back what they hold in the session."""
@@ -321,7 +420,7 @@ def complete_batch(items: list) -> Result:
         _report_progress(done + len(refused), len(checked))
 
     done = _store().complete_batch(valid, _current_request_id(), progress, app.settings.batch_chunk_size,
-                                   app.settings.batch_pause_seconds)
+                                   app.settings.batch_pause_seconds, app.settings.callback_grace_seconds)
     results = sorted(done + refused, key=lambda result: result["index"])
     counts = {status: sum(1 for r in results if r["status"] == status) for status in ("completed", "rejected")}
     unchanged = sum(1 for r in results if r.get("unchanged"))
@@ -371,7 +470,8 @@ def _batch_item(index: int, item: Any) -> BatchItem:
     label = f"items[{index}]"
     if not isinstance(item, dict):
         raise InvalidArgument(f"{label} must be an object")
-    unknown = set(item) - {"call_session_id", "student_id", "outcome", "assistant_id", "assignment_token"}
+    unknown = set(item) - {"call_session_id", "student_id", "outcome", "assistant_id", "assignment_token",
+                           "callback_at", "callback_assistant"}
     if unknown:
         raise InvalidArgument(f"{label} has unknown fields {sorted(map(str, unknown))}")
     assistant = optional_id(f"{label}.assistant_id", item.get("assistant_id"), _limit())
@@ -385,4 +485,5 @@ def _batch_item(index: int, item: Any) -> BatchItem:
         outcome=require_id(f"{label}.outcome", item.get("outcome"), _limit()),
         assistant_id=assistant,
         assignment_token=None if token is None else require_token(f"{label}.assignment_token", token),
+        callback=_callback(f"{label}.", item.get("callback_at"), item.get("callback_assistant")),
     )

@@ -8,6 +8,7 @@ Each check raises a ``Rejected`` subclass that names the argument.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 from workers.exceptions import InvalidArgument, TooLarge
@@ -88,6 +89,30 @@ def require_list(name: str, value: Any, max_items: int) -> list[Any]:
     if not value:
         raise InvalidArgument(f"{name} must not be empty", argument=name)
     return value
+
+
+def require_moment(name: str, value: Any) -> datetime:
+    """Return ``value``, an ISO-8601 time with a zone (``2026-11-28T17:00:00+01:00``), in UTC at ms precision."""
+    text = require_text(name, value, 64)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be an ISO-8601 time such as 2026-11-28T17:00:00+01:00, "
+                              f"got {text!r}", argument=name) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidArgument(f"{name} must carry a time zone (Z or an offset such as +01:00)", argument=name)
+    moment = moment.astimezone(timezone.utc)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def require_ids(name: str, value: Any, max_length: int, max_items: int) -> tuple[str, ...]:
+    """Return ``value``, a list of ids (see ``require_id``) of at most ``max_items``, without repeats, in order."""
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{name} must be a list of strings, got {_type_name(value)}", argument=name)
+    if len(value) > max_items:
+        raise TooLarge(f"{name} has {len(value)} items, more than {max_items}", argument=name)
+    ids = [require_id(f"{name}[{index}]", item, max_length) for index, item in enumerate(value)]
+    return tuple(dict.fromkeys(ids))
 
 
 def _check_keys(name: str, value: Any, depth: int) -> None:

@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from producers.client import AssignmentClient
 from tests.integration.helpers import seed
-from workers.store import AssignmentStore, NewStudent, utcnow
+from workers.store import AssignmentStore, CompletionPlan, NewStudent, utcnow
 from workers.exceptions import RequestAlreadyServed
 
 
@@ -45,7 +45,7 @@ def test_a_redelivery_minutes_later_around_completion_and_release_never_claims(s
     session = store.open_session("s")
     start = utcnow()
     first = store.assign_next(session, "alice", "press-1", now=start)
-    store.complete("s", first.student_id, "alice", first.assignment_token, "reached", "c1",
+    store.complete("s", first.student_id, "alice", first.assignment_token, CompletionPlan("reached"), "c1",
                    now=start + timedelta(minutes=1))
     with pytest.raises(RequestAlreadyServed):
         store.assign_next(session, "alice", "press-1", now=start + timedelta(minutes=5))

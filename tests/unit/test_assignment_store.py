@@ -10,7 +10,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from devstack.servers import MongoServer
-from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, NewStudent
+from workers.store.documents import CLAIM_ORDER, claim_filter, claim_lanes
+from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent
 from workers.exceptions import (
     AlreadyCompleted, NotAssigned, NotHolder, RequestAlreadyServed, RequestConflict, SessionClosed,
     StaleToken, UnknownSession, UnknownStudent,
@@ -78,7 +79,7 @@ def test_same_request_id_returns_the_same_student_not_flagged_as_held(store: Ass
 def test_request_id_served_before_never_claims_again_after_completion(store: AssignmentStore) -> None:
     import_rows(store, "s", 5)
     first = claim(store, "s", "alice", "r1")
-    store.complete("s", first.student_id, "alice", first.assignment_token, "reached", "t1")
+    store.complete("s", first.student_id, "alice", first.assignment_token, CompletionPlan("reached"), "t1")
     with pytest.raises(RequestAlreadyServed) as raised:
         claim(store, "s", "alice", "r1")
     assert raised.value.details["student_id"] == first.student_id
@@ -95,7 +96,7 @@ def test_request_id_reused_by_another_assistant_is_a_conflict(store: AssignmentS
 def test_exhausted_session_returns_none(store: AssignmentStore) -> None:
     import_rows(store, "s", 1)
     only = claim(store, "s", "alice", "r1")
-    store.complete("s", only.student_id, "alice", only.assignment_token, "reached", "t1")
+    store.complete("s", only.student_id, "alice", only.assignment_token, CompletionPlan("reached"), "t1")
     assert claim(store, "s", "alice", "r2") is None
 
 
@@ -122,24 +123,24 @@ def test_completion_needs_the_current_holder_and_token(store: AssignmentStore) -
     import_rows(store, "s", 2)
     held = claim(store, "s", "alice", "r1")
     with pytest.raises(NotHolder):
-        store.complete("s", held.student_id, "bob", held.assignment_token, "reached", "t1")
+        store.complete("s", held.student_id, "bob", held.assignment_token, CompletionPlan("reached"), "t1")
     with pytest.raises(StaleToken):
-        store.complete("s", held.student_id, "alice", held.assignment_token + 1, "reached", "t2")
+        store.complete("s", held.student_id, "alice", held.assignment_token + 1, CompletionPlan("reached"), "t2")
     with pytest.raises(UnknownStudent):
-        store.complete("s", "s:missing", "alice", 1, "reached", "t3")
+        store.complete("s", "s:missing", "alice", 1, CompletionPlan("reached"), "t3")
     with pytest.raises(UnknownSession):
-        store.complete("other", held.student_id, "alice", 1, "reached", "t4")
-    done = store.complete("s", held.student_id, "alice", held.assignment_token, "reached", "t5")
-    assert done.filter_status == "reached" and done.completed_by == "alice" and done.assigned_to is None
+        store.complete("other", held.student_id, "alice", 1, CompletionPlan("reached"), "t4")
+    done = store.complete("s", held.student_id, "alice", held.assignment_token, CompletionPlan("reached"), "t5")
+    assert (done.outcome, done.final, done.completed_by, done.attempt) == ("reached", True, "alice", 1)
 
 
 def test_repeated_completion_is_recognised_but_a_different_one_is_refused(store: AssignmentStore) -> None:
     import_rows(store, "s", 1)
     held = claim(store, "s", "alice", "r1")
-    first = store.complete("s", held.student_id, "alice", held.assignment_token, "reached", "t1")
-    assert store.complete("s", held.student_id, "alice", held.assignment_token, "reached", "t2") == first
+    first = store.complete("s", held.student_id, "alice", held.assignment_token, CompletionPlan("reached"), "t1")
+    assert store.complete("s", held.student_id, "alice", held.assignment_token, CompletionPlan("reached"), "t2") == first
     with pytest.raises(AlreadyCompleted):
-        store.complete("s", held.student_id, "alice", held.assignment_token, "voicemail", "t3")
+        store.complete("s", held.student_id, "alice", held.assignment_token, CompletionPlan("voicemail"), "t3")
 
 
 def test_release_returns_the_student_and_fences_the_old_token(store: AssignmentStore) -> None:
@@ -147,11 +148,11 @@ def test_release_returns_the_student_and_fences_the_old_token(store: AssignmentS
     held = claim(store, "s", "alice", "r1")
     store.release("s", held.student_id, "alice", held.assignment_token, "t1")
     with pytest.raises(NotAssigned):
-        store.complete("s", held.student_id, "alice", held.assignment_token, "reached", "t2")
+        store.complete("s", held.student_id, "alice", held.assignment_token, CompletionPlan("reached"), "t2")
     again = claim(store, "s", "bob", "r2")
     assert again.student_id == held.student_id and again.assignment_token == held.assignment_token + 1
     with pytest.raises(StaleToken):
-        store.complete("s", held.student_id, "alice", held.assignment_token, "reached", "t3")
+        store.complete("s", held.student_id, "alice", held.assignment_token, CompletionPlan("reached"), "t3")
 
 
 def test_reimporting_the_same_rows_adds_nothing(store: AssignmentStore) -> None:
@@ -168,9 +169,8 @@ def test_claim_walks_the_covering_index_without_sorting(store: AssignmentStore,
         import_rows(store, session, size)
         plan = engine_database.command("explain", {
             "findAndModify": STUDENTS,
-            "query": {"call_session_id": session, "filter_status": "", "assigned_to": None,
-                      "claim_request_ids": {"$ne": "press-1"}},
-            "sort": {"priority": -1, "position": 1}, "update": {"$set": {"x": 1}}, "hint": CLAIM_INDEX,
+            "query": claim_filter(session, claim_lanes("alice", ()), "press-1"),
+            "sort": dict(CLAIM_ORDER), "update": {"$set": {"x": 1}}, "hint": CLAIM_INDEX,
         }, verbosity="executionStats")
         stages = str(plan["queryPlanner"]["winningPlan"])
         assert CLAIM_INDEX in stages and "'SORT'" not in stages
@@ -190,7 +190,7 @@ def test_racing_claims_never_share_a_student(engine_database: Database, mongo_se
             taken: list[str] = []
             while (held := claim(own, "race", f"a{worker}", f"r{worker}-{len(taken)}")) is not None:
                 taken.append(held.student_id)
-                own.complete("race", held.student_id, f"a{worker}", held.assignment_token, "done", "c")
+                own.complete("race", held.student_id, f"a{worker}", held.assignment_token, CompletionPlan("done"), "c")
             return taken
 
     with ThreadPoolExecutor(8) as pool:

@@ -9,7 +9,12 @@ gathers its stages, one module each, by the stage of a student's life:
 * ``sessions``: creating a session with its students (import), closing and
   reopening it, statistics;
 * ``leases``: lease lengths, heartbeats, reclaiming expired holds, log-off;
-* ``batch``: completing many students in one job.
+* ``batch``: completing many students in one job;
+* ``campaigns``: retry rules and callback grace of a session, and promoting
+  students whose callback or retry time has come.
+
+``outcomes`` decides, inside a completion's atomic update, whether its
+outcome is final or the student is scheduled again.
 
 ``durability`` states the write concern, read concern and read preference of
 every operation and is the one place driver errors become callqueue errors;
@@ -21,18 +26,21 @@ Every public method returns frozen dataclasses from ``workers.models`` (or
 from __future__ import annotations
 
 from workers.store.batch import BatchStage
+from workers.store.campaigns import CampaignStage
 from workers.store.claim import ClaimStage
 from workers.store.documents import (
     ASSIGNMENT_FIELDS, CLAIM_INDEX, SESSIONS, STUDENTS, NewStudent, ensure_indexes, utcnow,
 )
 from workers.store.leases import LeaseStage
+from workers.store.outcomes import CompletionPlan, plan_for
 from workers.store.sessions import SessionStage
 
 __all__ = [
-    "ASSIGNMENT_FIELDS", "CLAIM_INDEX", "SESSIONS", "STUDENTS", "AssignmentStore", "NewStudent",
+    "ASSIGNMENT_FIELDS", "CLAIM_INDEX", "SESSIONS", "STUDENTS", "AssignmentStore", "CompletionPlan", "NewStudent",
+    "plan_for",
     "ensure_indexes", "utcnow",
 ]
 
 
-class AssignmentStore(ClaimStage, SessionStage, LeaseStage, BatchStage):
+class AssignmentStore(ClaimStage, SessionStage, LeaseStage, BatchStage, CampaignStage):
     """Data access for call sessions and the students in them (all stages, one object per task)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import ContextManager
+from typing import Any, ContextManager
 
 import pymongo
 from pymongo.database import Database
@@ -73,20 +73,26 @@ class StoreStage:
                 closing_update(session.get("closed_outcome") or "session_closed", None, now))
 
     def refusal(self, action: str, session_id: str, student_id: str, assistant_id: str,
-                token: int, outcome: str | None) -> StudentState:
+                token: int, outcome: str | None) -> dict[str, Any]:
         """Explain why a guarded update matched nothing, or recognise a repeat of it.
+
+        A repeat is the same action by the same assistant under the same
+        token (and with the same outcome): its history entry is found and the
+        student's document is returned with ``history`` holding just that
+        entry. Otherwise the fitting rejection is raised.
 
         A recheck (``students_recheck``): the write that changed the student
         may be moments old, and the answer must reflect it and be durable.
         """
+        earlier = {"$elemMatch": {"event": action, "assistant_id": assistant_id, "token": token}}
         document = self.students_recheck.find_one({"_id": student_id, "call_session_id": session_id},
-                                                  STATE_FIELDS)
+                                                  {**STATE_FIELDS, "history": earlier})
         if document is None:
             if self.sessions.count_documents({"_id": session_id}, limit=1) == 0:
                 raise UnknownSession(f"call session {session_id!r} does not exist")
             raise UnknownStudent(f"student {student_id!r} is not in call session {session_id!r}")
+        entry = (document.get("history") or [{}])[-1]
+        if is_repeat(entry, action, assistant_id, token, outcome):
+            return document
         state = StudentState.from_document(document)
-        last = (document.get("history") or [{}])[-1]
-        if is_repeat(last, action, assistant_id, token, outcome):
-            return state
-        raise why_not_held(state, assistant_id, token)
+        raise why_not_held(state, assistant_id, token, document.get("last_completion"))

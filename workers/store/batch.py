@@ -9,9 +9,10 @@ from typing import Any, Mapping
 from pymongo import UpdateOne
 
 from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession, UnknownStudent
-from workers.models import PENDING, BatchItem, StudentState
+from workers.models import PENDING, BatchItem, CallSession, StudentState
 from workers.store.base import StoreStage
-from workers.store.documents import Progress, chunks, held_filter, history_entry, utcnow, why_not_held
+from workers.store.documents import Progress, chunks, held_filter, utcnow, why_not_held
+from workers.store.outcomes import already_recorded, completion_update, not_recorded_since_last_claim, plan_for
 from workers.store.durability import translating_driver_errors
 
 
@@ -20,49 +21,49 @@ class BatchStage(StoreStage):
 
     @translating_driver_errors
     def complete_batch(self, items: list[BatchItem], job_id: str, progress: Progress = lambda done, total: None,
-                       chunk_size: int = 1000, pause_seconds: float = 0.0,
+                       chunk_size: int = 1000, pause_seconds: float = 0.0, default_grace_seconds: int = 0,
                        now: datetime | None = None) -> list[dict[str, Any]]:
         """Complete many students with bulk writes; one result per item, in order.
 
         Each write is guarded like ``complete``: an item with assistant and
         token needs the current holder and token; an item without them only
         completes a student nobody holds, so a live assignment is never
-        overwritten. Items already completed with the same outcome report
-        ``unchanged``, so running the job again changes nothing.
+        overwritten. Each item follows its session's retry rules and may carry
+        a callback, like ``complete``. Items whose student already has that
+        outcome (final, or as its latest attempt since it was last claimed)
+        report ``unchanged``, so running the job again counts no attempt twice.
         """
         now = now or utcnow()
         results: list[dict[str, Any]] = []
         progress(0, len(items))
         for chunk in chunks(items, chunk_size):
-            results.extend(self._complete_chunk(chunk, job_id, now))
+            results.extend(self._complete_chunk(chunk, job_id, default_grace_seconds, now))
             progress(len(results), len(items))
             time.sleep(pause_seconds)
         return results
 
-    def _complete_chunk(self, chunk: list[BatchItem], job_id: str, now: datetime) -> list[dict[str, Any]]:
-        """One bulk write, then a recheck of what each item's student now is."""
-        writes = [UpdateOne(_batch_filter(item), _batch_update(item, job_id, now)) for item in chunk]
+    def _complete_chunk(self, chunk: list[BatchItem], job_id: str, default_grace_seconds: int,
+                        now: datetime) -> list[dict[str, Any]]:
+        """Read the chunk's sessions (their rules), one bulk write, then a recheck of each item's student."""
         with self.bulk_deadline():
+            sessions = {document["_id"]: CallSession.from_document(document) for document in self.sessions.find(
+                {"_id": {"$in": list({item.call_session_id for item in chunk})}})}
+            writes = [UpdateOne(_batch_filter(item), completion_update(
+                plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds),
+                item.assistant_id, item.assignment_token, item.request_id(job_id), now)) for item in chunk]
             self.students.bulk_write(writes, ordered=False)
             documents = {d["_id"]: d for d in self.students_recheck.find(
                 {"_id": {"$in": [item.student_id for item in chunk]}})}
-            session_ids = list({item.call_session_id for item in chunk})
-            known_sessions = set(self.sessions.distinct("_id", {"_id": {"$in": session_ids}}))
-        return [_batch_result(item, documents.get(item.student_id), job_id, known_sessions) for item in chunk]
+            for session_id in {item.call_session_id for item in chunk} & set(sessions):
+                self.settle_if_closed(session_id, now)
+        return [_batch_result(item, documents.get(item.student_id), job_id, set(sessions)) for item in chunk]
 
 
 def _batch_filter(item: BatchItem) -> dict[str, Any]:
     if item.assistant_id is not None and item.assignment_token is not None:
         return held_filter(item.call_session_id, item.student_id, item.assistant_id, item.assignment_token)
     return {"_id": item.student_id, "call_session_id": item.call_session_id,
-            "filter_status": PENDING, "assigned_to": None}
-
-
-def _batch_update(item: BatchItem, job_id: str, now: datetime) -> dict[str, Any]:
-    return {"$set": {"filter_status": item.outcome, "completed_at": now, "completed_by": item.assistant_id,
-                     "assigned_to": None, "lease_expires_at": None},
-            "$push": {"history": history_entry("completed", item.assistant_id, item.assignment_token,
-                                        item.request_id(job_id), now, outcome=item.outcome)}}
+            "filter_status": PENDING, "assigned_to": None, **not_recorded_since_last_claim(item.outcome)}
 
 
 def _batch_result(item: BatchItem, document: Mapping[str, Any] | None, job_id: str,
@@ -76,7 +77,7 @@ def _batch_result(item: BatchItem, document: Mapping[str, Any] | None, job_id: s
         return {**result, "status": "rejected", "error": error.to_error()}
     if any(entry.get("request_id") == item.request_id(job_id) for entry in document.get("history", [])):
         return {**result, "status": "completed", "unchanged": False}
-    if document.get("filter_status") == item.outcome:
+    if already_recorded(document, item.outcome):
         return {**result, "status": "completed", "unchanged": True}
     return {**result, "status": "rejected", "error": _why_batch_refused(item, document).to_error()}
 
@@ -84,7 +85,7 @@ def _batch_result(item: BatchItem, document: Mapping[str, Any] | None, job_id: s
 def _why_batch_refused(item: BatchItem, document: Mapping[str, Any]) -> Rejected:
     state = StudentState.from_document(document)
     if item.assistant_id is not None and item.assignment_token is not None:
-        return why_not_held(state, item.assistant_id, item.assignment_token)
+        return why_not_held(state, item.assistant_id, item.assignment_token, document.get("last_completion"))
     if state.filter_status != PENDING:
         return AlreadyCompleted(f"student {state.student_id!r} was already completed "
                                 f"with outcome {state.filter_status!r}")

@@ -10,6 +10,13 @@ claims can never both match the same student: the loser's filter no longer
 matches and the server moves it on to the next student. No read follows the
 claim to "double-check" it, and nothing is ever reassigned by timeout here.
 
+Routing and callbacks do not change this. Each pending student sits in a
+lane (its routing tag's lane of the shared pool, one assistant's personal
+callback lane, or the scheduled lane of those waiting for a time), and a
+claim's filter names the lanes that press may take from (``lane: {$in}``):
+the same single ``find_one_and_update``, served by one index walked in claim
+order per lane and merged.
+
 A unique partial index on ``(call_session_id, assigned_to)`` over pending,
 assigned students makes MongoDB itself refuse to give one assistant a second
 student: that claim fails with a duplicate-key error, changes nothing, and the
@@ -30,12 +37,13 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from workers.exceptions import RequestAlreadyServed, RequestConflict
-from workers.models import PENDING, Assignment, CallSession, StudentState
+from workers.models import PENDING, Assignment, CallSession, Completion, StudentState
 from workers.store.base import StoreStage
 from workers.store.documents import (
-    ASSIGNMENT_FIELDS, CLAIM_INDEX, CLAIM_ORDER, STATE_FIELDS, claim_update, held_filter, history_entry,
-    utcnow,
+    ASSIGNMENT_FIELDS, CLAIM_INDEX, CLAIM_ORDER, STATE_FIELDS, claim_filter, claim_lanes, claim_update, ending_hold_update,
+    held_filter, utcnow,
 )
+from workers.store.outcomes import CompletionPlan, completion_update
 from workers.store.durability import translating_driver_errors
 
 CLAIM_ATTEMPTS = 3
@@ -46,7 +54,7 @@ class ClaimStage(StoreStage):
 
     @translating_driver_errors
     def assign_next(self, session: CallSession, assistant_id: str, request_id: str,
-                    now: datetime | None = None) -> Assignment | None:
+                    now: datetime | None = None, skills: tuple[str, ...] = ()) -> Assignment | None:
         """Hand the next pending student of ``session`` to ``assistant_id``.
 
         Returns the claimed student, the student the assistant already holds
@@ -60,10 +68,15 @@ class ClaimStage(StoreStage):
         served, just as ``one_student_per_assistant`` refuses a second student
         to an assistant. Only when a claim is refused, or finds nobody, does a
         read follow, to find the earlier answer.
+
+        The press takes, in order: a due personal callback of this assistant,
+        then by priority and position among untagged students and students
+        whose routing tag is in ``skills``.
         """
+        lanes = claim_lanes(assistant_id, skills)
         for _attempt in range(CLAIM_ATTEMPTS):
             try:
-                document = self._claim(session, assistant_id, request_id, now or utcnow())
+                document = self._claim(session, assistant_id, request_id, lanes, now or utcnow())
             except DuplicateKeyError:
                 answer = self._earlier_answer(session.id, assistant_id, request_id)
                 if answer is not None:
@@ -74,12 +87,11 @@ class ClaimStage(StoreStage):
             return Assignment.from_document(document)
         return self._held_by(session.id, assistant_id, request_id)
 
-    def _claim(self, session: CallSession, assistant_id: str, request_id: str,
+    def _claim(self, session: CallSession, assistant_id: str, request_id: str, lanes: list[str],
                now: datetime) -> Mapping[str, Any] | None:
-        """The one atomic claim: match a pending, unassigned student and take it."""
+        """The one atomic claim: match a pending, unassigned student in one of ``lanes`` and take it."""
         return self.students.find_one_and_update(
-            {"call_session_id": session.id, "filter_status": PENDING, "assigned_to": None,
-             "claim_request_ids": {"$ne": request_id}},  # a request never takes back a student it gave up
+            claim_filter(session.id, lanes, request_id),
             claim_update(assistant_id, request_id, now, session.lease_seconds),
             sort=CLAIM_ORDER,
             projection=ASSIGNMENT_FIELDS,
@@ -130,26 +142,29 @@ class ClaimStage(StoreStage):
 
     @translating_driver_errors
     def complete(self, session_id: str, student_id: str, assistant_id: str, token: int,
-                 outcome: str, request_id: str, now: datetime | None = None) -> StudentState:
-        """Record ``outcome`` for a student held by ``assistant_id`` under ``token``.
+                 plan: CompletionPlan, request_id: str, now: datetime | None = None) -> Completion:
+        """Record a call's outcome for a student held by ``assistant_id`` under ``token``.
 
         One atomic update whose filter requires the current holder and token,
-        so a stale holder's late write can never land. A repeat of the same
-        completion (same assistant, token and outcome) returns the same state.
+        so a stale holder's late write can never land. The same update counts
+        the attempt and decides, from that count, whether the outcome is final
+        or the student is scheduled again (``workers.store.outcomes``). A
+        repeat of the same completion (same assistant, token and outcome)
+        returns the same answer.
         """
         now = now or utcnow()
         document = self.students.find_one_and_update(
             held_filter(session_id, student_id, assistant_id, token),
-            {"$set": {"filter_status": outcome, "completed_at": now, "completed_by": assistant_id,
-                      "assigned_to": None, "lease_expires_at": None},
-             "$push": {"history": history_entry("completed", assistant_id, token, request_id, now,
-                                                outcome=outcome)}},
+            completion_update(plan, assistant_id, token, request_id, now),
             projection=STATE_FIELDS,
             return_document=ReturnDocument.AFTER,
         )
-        if document is not None:
-            return StudentState.from_document(document)
-        return self.refusal("completed", session_id, student_id, assistant_id, token, outcome)
+        if document is None:
+            document = self.refusal("completed", session_id, student_id, assistant_id, token, plan.outcome)
+        completion = Completion.from_entry(document, document["history"][-1])
+        if not completion.final:
+            self.settle_if_closed(session_id, now)  # the session closed meanwhile: no more attempts
+        return completion
 
     @translating_driver_errors
     def release(self, session_id: str, student_id: str, assistant_id: str, token: int,
@@ -158,12 +173,12 @@ class ClaimStage(StoreStage):
         now = now or utcnow()
         document = self.students.find_one_and_update(
             held_filter(session_id, student_id, assistant_id, token),
-            {"$set": {"assigned_to": None, "assigned_at": None, "lease_expires_at": None},
-             "$push": {"history": history_entry("released", assistant_id, token, request_id, now)}},
+            ending_hold_update("released", request_id, now, bump_token=False),
             projection=STATE_FIELDS,
             return_document=ReturnDocument.AFTER,
         )
         if document is None:
-            return self.refusal("released", session_id, student_id, assistant_id, token, None)
+            return StudentState.from_document(
+                self.refusal("released", session_id, student_id, assistant_id, token, None))
         self.settle_if_closed(session_id, now)
         return StudentState.from_document(document)

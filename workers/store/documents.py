@@ -22,13 +22,22 @@ from workers.store.durability import WRITE_CONCERN, translating_driver_errors
 SESSIONS = "call_sessions"
 STUDENTS = "call_session_students"
 
-CLAIM_ORDER = [("priority", DESCENDING), ("position", ASCENDING)]
-CLAIM_INDEX = "claim_order"
+CLAIM_ORDER = [("rank", ASCENDING), ("priority", DESCENDING), ("position", ASCENDING)]
+CLAIM_INDEX = "claim_order_by_lane"
+RETIRED_CLAIM_INDEX = "claim_order"
+WAKE_INDEX = "due_wakeups"
 ONE_PER_ASSISTANT_INDEX = "one_student_per_assistant"
 REQUEST_INDEX = "served_request_ids"
 SESSION_STATUS_INDEX = "session_status"
 LEASE_INDEX = "lease_expiry"
 SESSION_CHUNK = 1000
+
+# A pending student's lane says who may claim it; a claim names the lanes it may take from.
+ROUTE_LANE = "r:"       # + the routing tag ("" for untagged): the shared pool
+PERSONAL_LANE = "p:"    # + an assistant id: a due personal callback, only for that assistant
+SCHEDULED_LANE = "s:"   # waiting for a callback time or a retry delay: nobody may claim it
+PERSONAL_RANK = 0       # a due personal callback comes before everything else for its assistant
+POOL_RANK = 1           # everyone else: by priority, then position
 
 Progress = Callable[[int, int], None]
 
@@ -37,7 +46,7 @@ ASSIGNMENT_FIELDS = {
     "assigned_at": 1, "history": {"$slice": -1},
 }
 STATE_FIELDS = {
-    "call_session_id": 1, "filter_status": 1, "assigned_to": 1, "assignment_token": 1,
+    "call_session_id": 1, "filter_status": 1, "assigned_to": 1, "assignment_token": 1, "last_completion": 1,
     "completed_at": 1, "completed_by": 1, "lease_expires_at": 1, "history": {"$slice": -1},
 }
 
@@ -48,16 +57,25 @@ T = TypeVar("T")
 def ensure_indexes(database: Database) -> None:
     """Create the indexes the claim depends on (a no-op when they exist).
 
-    ``claim_order`` serves the claim's equality filter and its sort, so MongoDB
-    walks the index in order and stops at the first match: no in-memory sort,
-    and the cost does not grow with the size of the session.
+    ``claim_order_by_lane`` serves the claim's equality filter and its sort.
+    A claim names a few lanes (``$in``); MongoDB scans one index range per
+    lane, each already in claim order, and merges them (``SORT_MERGE``),
+    stopping at the first match: no in-memory sort, and the cost grows with
+    the number of lanes in the press, not with the size of the session.
+    ``due_wakeups`` holds only the students waiting for a time (a callback, a
+    retry delay, the end of a personal grace period), for the promotion.
     """
-    database.get_collection(STUDENTS, write_concern=WRITE_CONCERN).create_indexes([
+    students = database.get_collection(STUDENTS, write_concern=WRITE_CONCERN)
+    if RETIRED_CLAIM_INDEX in students.index_information():
+        students.drop_index(RETIRED_CLAIM_INDEX)
+    students.create_indexes([
         IndexModel(
             [("call_session_id", ASCENDING), ("filter_status", ASCENDING),
-             ("assigned_to", ASCENDING), *CLAIM_ORDER],
+             ("assigned_to", ASCENDING), ("lane", ASCENDING), *CLAIM_ORDER],
             name=CLAIM_INDEX,
         ),
+        IndexModel([("wake_at", ASCENDING)], name=WAKE_INDEX,
+                   partialFilterExpression={"wake_at": {"$exists": True}}),
         IndexModel(
             [("call_session_id", ASCENDING), ("assigned_to", ASCENDING)],
             name=ONE_PER_ASSISTANT_INDEX,
@@ -81,6 +99,7 @@ class NewStudent:
     priority: int = 0
     position: int | None = None
     key: str | None = None
+    route: str = ""
 
     def student_key(self) -> str:
         """The caller's id, or a digest of the row so that re-importing a file adds nothing."""
@@ -124,6 +143,28 @@ def claim_update(assistant_id: str, request_id: str, now: datetime,
     ]
 
 
+def claim_filter(session_id: str, lanes: list[str], request_id: str) -> dict[str, Any]:
+    """The claim's filter: a pending, unassigned student of the session in one of ``lanes``."""
+    return {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": None,
+            "lane": {"$in": lanes},
+            "claim_request_ids": {"$ne": request_id}}  # a request never takes back a student it gave up
+
+
+def claim_lanes(assistant_id: str, skills: tuple[str, ...]) -> list[str]:
+    """The lanes a press may take from: the assistant's personal callbacks, untagged students, its skills."""
+    return [PERSONAL_LANE + assistant_id, ROUTE_LANE, *(ROUTE_LANE + skill for skill in skills)]
+
+
+def pool_lane() -> dict[str, Any]:
+    """Aggregation expression: the student's own routing lane in the shared pool."""
+    return {"$concat": [ROUTE_LANE, {"$ifNull": ["$route", ""]}]}
+
+
+# A student given back (released, reclaimed, its assistant logged off) returns to its routing lane;
+# a personal callback stops being personal.
+BACK_TO_POOL = {"lane": pool_lane(), "rank": POOL_RANK, "wake_at": "$$REMOVE", "callback_assistant": None}
+
+
 def ending_hold_update(event: str, request_id: str | None, now: datetime,
                         bump_token: bool = True) -> list[dict[str, Any]]:
     """Pipeline update that ends a hold: history names the holder, then the hold is cleared."""
@@ -132,7 +173,8 @@ def ending_hold_update(event: str, request_id: str | None, now: datetime,
         {"$set": {"history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [{
             "event": event, "assistant_id": "$assigned_to", "token": "$assignment_token",
             "request_id": {"$literal": request_id}, "at": now}]]}}},
-        {"$set": {"assigned_to": None, "assigned_at": None, "lease_expires_at": None, "assignment_token": token}},
+        {"$set": {"assigned_to": None, "assigned_at": None, "lease_expires_at": None, "assignment_token": token,
+                  **BACK_TO_POOL}},
     ]
 
 
@@ -163,10 +205,15 @@ def is_repeat(last: Mapping[str, Any], action: str, assistant_id: str, token: in
             and last.get("token") == token and last.get("outcome") == outcome)
 
 
-def why_not_held(state: StudentState, assistant_id: str, token: int) -> Rejected:
+def why_not_held(state: StudentState, assistant_id: str, token: int,
+                 last_completion: Mapping[str, Any] | None = None) -> Rejected:
+    """The rejection that explains why the holder's write under ``token`` cannot land."""
     if state.filter_status != PENDING:
         return AlreadyCompleted(f"student {state.student_id!r} was already completed "
                                 f"with outcome {state.filter_status!r}")
+    if last_completion and last_completion.get("token") == token:
+        return AlreadyCompleted(f"this hold of student {state.student_id!r} was already completed with outcome "
+                                f"{last_completion.get('outcome')!r}; the student is scheduled to be called again")
     if token != state.assignment_token:
         return StaleToken(f"assignment_token {token} is stale; the current one is {state.assignment_token}",
                           current_token=state.assignment_token)
@@ -182,6 +229,10 @@ def student_document(session_id: str, row: NewStudent, default_position: int) ->
         "student": row.student,
         "priority": row.priority,
         "position": default_position if row.position is None else row.position,
+        "route": row.route,
+        "lane": ROUTE_LANE + row.route,
+        "rank": POOL_RANK,
+        "attempts": 0,
         "filter_status": PENDING,
         "assigned_to": None,
         "assigned_at": None,

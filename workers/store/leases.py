@@ -42,7 +42,8 @@ class LeaseStage(StoreStage):
             return_document=ReturnDocument.AFTER,
         )
         if document is None:
-            return self.refusal("heartbeat", session.id, student_id, assistant_id, token, None)
+            return StudentState.from_document(
+                self.refusal("heartbeat", session.id, student_id, assistant_id, token, None))
         return StudentState.from_document(document)
 
     @translating_driver_errors

@@ -14,6 +14,7 @@ from workers.store.documents import (
     SESSION_CHUNK, NewStudent, Progress, chunks, closing_update, history_entry, student_document, utcnow,
 )
 from workers.store.durability import translating_driver_errors
+from workers.store.outcomes import CALLBACK, RETRY
 
 
 class SessionStage(StoreStage):
@@ -122,20 +123,25 @@ class SessionStage(StoreStage):
 
     @translating_driver_errors
     def stats(self, session: CallSession) -> SessionStats:
-        """Pending, assigned and completed counts, and who holds a student now."""
+        """Pending, scheduled, assigned and completed counts, attempts, and who holds a student now."""
         with self.bulk_deadline():
             groups = list(self.students.aggregate([
                 {"$match": {"call_session_id": session.id}},
-                {"$group": {"_id": {"outcome": "$filter_status", "holder": "$assigned_to"}, "n": {"$sum": 1}}},
+                {"$group": {"_id": {"outcome": "$filter_status", "holder": "$assigned_to", "waiting": "$waiting_for"},
+                            "n": {"$sum": 1}, "attempts": {"$sum": {"$ifNull": ["$attempts", 0]}}}},
             ]))
-        pending, holders, completed = 0, [], {}
+        counts = {"pending": 0, CALLBACK: 0, RETRY: 0}
+        holders: list[str] = []
+        completed: dict[str, int] = {}
         for group in groups:
-            outcome, holder = group["_id"].get("outcome", PENDING), group["_id"].get("holder")
+            key = group["_id"]
+            outcome, holder, waiting = key.get("outcome", PENDING), key.get("holder"), key.get("waiting")
             if outcome != PENDING:
                 completed[outcome] = completed.get(outcome, 0) + group["n"]
-            elif holder is None:
-                pending += group["n"]
-            else:
+            elif holder is not None:
                 holders.extend([holder] * group["n"])
-        return SessionStats(session.id, session.status, pending, len(holders), completed,
-                            tuple(sorted(set(holders))))
+            else:
+                counts[waiting if waiting in (CALLBACK, RETRY) else "pending"] += group["n"]
+        return SessionStats(session.id, session.status, counts["pending"], len(holders), completed,
+                            tuple(sorted(set(holders))), scheduled_callbacks=counts[CALLBACK],
+                            scheduled_retries=counts[RETRY], attempts=sum(group["attempts"] for group in groups))

@@ -65,6 +65,7 @@ def server_env(mongo_server: MongoServer, redis_server: RedisServer) -> dict[str
         "CALLQUEUE_TASK_RETRY_BACKOFF_MAX_SECONDS": "1",
         "CALLQUEUE_MONGO_SERVER_SELECTION_TIMEOUT_SECONDS": "2",
         "CALLQUEUE_RECLAIM_INTERVAL_SECONDS": "1",
+        "CALLQUEUE_PROMOTE_INTERVAL_SECONDS": "1",
     }
 
 

@@ -64,7 +64,7 @@ from workers.exceptions import Rejected
 from workers.models import PENDING, Assignment, CallSession
 from workers.session_cache import OpenSessionCache
 from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, ensure_indexes
-from workers.store.documents import CLAIM_ORDER
+from workers.store.documents import CLAIM_ORDER, claim_filter, claim_lanes
 
 MANY_DB = "bench_many_sessions"
 HUGE_DB = "bench_huge"
@@ -366,8 +366,7 @@ def explain_claim(database: Database, session_id: str) -> dict[str, Any]:
     ``keysExamined`` counts live keys only; deleted keys the walk stepped
     over show in the time and in ``claim_index_cursor``'s skipped entries.
     """
-    query = {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": None,
-             "claim_request_ids": {"$ne": "bench-explain"}}
+    query = claim_filter(session_id, claim_lanes("bench-explain", ()), "bench-explain")
     cursor = database[STUDENTS].find(query, {"_id": 1}, sort=CLAIM_ORDER, hint=CLAIM_INDEX, limit=1)
     before = claim_index_cursor(database).get(SKIPPED_STAT, 0)
     stats = cursor.explain()["executionStats"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -47,3 +48,43 @@ def test_a_batch_job_reports_progress_in_the_contract_shape(client: AssignmentCl
     for meta in seen:
         check_progress(meta)
     AsyncResult(job.id, app=client.app).forget()
+
+
+def test_campaign_answers_fit_the_contract(client: AssignmentClient, session_id: str) -> None:
+    """set_campaign, a press with skills, completions that retry, call back and end, stats, promote_due, a batch."""
+    client.call("callqueue.import_students", call_session_id=session_id, route_by="language", students=[
+        {"student_id": "ann", "name": "Ann", "language": "es", "priority": 1},
+        {"student_id": "bob", "name": "Bob"},
+        {"student_id": "cy", "name": "Cy"},
+    ])
+    campaign = client.call("callqueue.set_campaign", call_session_id=session_id, callback_grace_seconds=600,
+                           retry_rules={"no_answer": {"delay_seconds": 3600, "max_attempts": 2}})
+    assert campaign["retry_rules"] == {"no_answer": {"delay_seconds": 3600, "max_attempts": 2}}
+
+    def press(assistant: str, skills: list[str] | None = None) -> dict[str, Any]:
+        extra = {} if skills is None else {"skills": skills}
+        return client.call("callqueue.assign_next_student", call_session_id=session_id, assistant_id=assistant,
+                           **extra)
+
+    def complete(held: dict[str, Any], outcome: str, **extra: Any) -> dict[str, Any]:
+        return client.call("callqueue.complete_student", call_session_id=session_id,
+                           student_id=held["student_id"], assistant_id=held["assigned_to"], outcome=outcome,
+                           assignment_token=held["assignment_token"], **extra)
+
+    retried = complete(press("maria", ["es"]), "no_answer")
+    assert (retried["attempt"], retried["next"], retried["final"]) == (1, "retry", False)
+    past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+    called_back = complete(press("maria", ["es"]), "call_later", callback_at=past, callback_assistant="maria")
+    assert (called_back["next"], called_back["callback_assistant"]) == ("callback", "maria")
+    final = complete(press("tom"), "reached")
+    assert (final["next"], final["final"], final["next_attempt_at"]) == ("final", True, None)
+    assert client.call("callqueue.session_stats", call_session_id=session_id)["scheduled_retries"] == 1
+    client.call("callqueue.promote_due")  # beat may have moved the callback already: any count fits
+    deadline = time.monotonic() + 30
+    while (held := press("maria", ["es"]))["status"] == "exhausted" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert held["status"] == "assigned", held
+    done = client.run_job("callqueue.complete_batch", None, items=[{
+        "call_session_id": session_id, "student_id": held["student_id"], "assistant_id": "maria",
+        "assignment_token": held["assignment_token"], "outcome": "call_later", "callback_at": past}])
+    assert done["completed"] == 1, done

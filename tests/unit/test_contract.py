@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -19,8 +19,10 @@ from tests.contract import (
 from workers import tasks  # noqa: F401 - registers the tasks on the app
 from workers.app import app
 from workers.exceptions import REJECTIONS, InvalidArgument, Rejected
-from workers.models import Assignment, ImportSummary, SessionStats, StudentState
-from workers.validation import require_document, require_id, require_text, require_token
+from workers.models import (
+    Assignment, CallSession, Completion, ImportSummary, RetryRule, SessionStats, StudentState,
+)
+from workers.validation import require_document, require_id, require_moment, require_text, require_token
 
 NOW = datetime(2026, 11, 28, 8, 30, tzinfo=timezone.utc)
 DEFAULTS = Settings()
@@ -44,7 +46,7 @@ def accepted(check: Any, *args: Any) -> bool:
 
 def test_every_schema_is_draft_2020_12_and_its_id_names_its_file() -> None:
     files = schema_files()
-    assert len(files) == 1 + 12 + 15
+    assert len(files) == 1 + 14 + 17
     for path in files:
         document = json.loads(path.read_text())
         Draft202012Validator.check_schema(document)
@@ -83,6 +85,15 @@ def test_argument_limits_are_those_of_the_default_settings() -> None:
     lease = schema("arguments/set_lease.schema.json")["properties"]["lease_seconds"]["oneOf"][0]
     assert lease["maximum"] == DEFAULTS.max_lease_seconds
     assert str(DEFAULTS.max_student_bytes) in common["import_row"]["description"]
+    assert common["skills"]["maxItems"] == DEFAULTS.max_skills
+    assert common["retry_rules"]["maxProperties"] == DEFAULTS.max_retry_rules
+    rule = common["retry_rule"]["properties"]
+    assert rule["delay_seconds"]["maximum"] == DEFAULTS.max_schedule_ahead_seconds
+    assert rule["max_attempts"]["maximum"] == DEFAULTS.max_attempts_limit
+    grace = schema("arguments/set_campaign.schema.json")["properties"]["callback_grace_seconds"]["oneOf"][0]
+    assert grace["maximum"] == DEFAULTS.max_schedule_ahead_seconds
+    assert str(DEFAULTS.callback_grace_seconds) in schema("arguments/set_campaign.schema.json")[
+        "properties"]["callback_grace_seconds"]["description"]
 
 
 def test_rejection_codes_are_exactly_the_codes_the_workers_raise() -> None:
@@ -118,15 +129,25 @@ def example_results() -> list[tuple[str, dict[str, Any]]]:
     """Answers built by the workers' own models, one per model and state."""
     held = StudentState("s1:a", "s1", "", "alice", 3, lease_expires_at=NOW)
     done = StudentState("s1:a", "s1", "reached", None, 3, completed_at=NOW, completed_by="alice")
+    later = NOW + timedelta(hours=2)
+    campaign = CallSession("s1", "s1", "open", NOW, retry_rules=(RetryRule("no_answer", 7200, 3),))
     return [
         ("callqueue.assign_next_student", Assignment("s1:a", "s1", {"name": "Ann"}, "alice", 3, NOW).to_result()),
         ("callqueue.assign_next_student", Assignment("s1:a", "s1", {}, "alice", 3, None, True).to_result()),
-        ("callqueue.complete_student", done.to_result("completed")),
+        ("callqueue.complete_student", Completion("s1:a", "s1", 3, "reached", NOW, "alice", 1, "final").to_result()),
+        ("callqueue.complete_student", Completion("s1:a", "s1", 3, "no_answer", NOW, "alice", 2, "retry",
+                                                  later).to_result()),
+        ("callqueue.complete_student", Completion("s1:a", "s1", 3, "call_me", NOW, "alice", 1, "callback",
+                                                  later, "alice").to_result()),
         ("callqueue.release_student", StudentState("s1:a", "s1", "", None, 3).to_result("released")),
         ("callqueue.release_student", done.to_result("released")),
         ("callqueue.heartbeat", held.to_result("renewed")),
         ("callqueue.import_students", ImportSummary("s1", True, 3, 2, 1).to_result()),
         ("callqueue.session_stats", SessionStats("s1", "open", 1, 1, {"reached": 2}, ("alice",)).to_result()),
+        ("callqueue.session_stats", SessionStats("s1", "open", 1, 0, {}, (), 2, 3, 9).to_result()),
+        ("callqueue.set_campaign", campaign.campaign_result(DEFAULTS.callback_grace_seconds)),
+        ("callqueue.set_campaign", CallSession("s1", "s1", "open", NOW, callback_grace_seconds=0).campaign_result(900)),
+        ("callqueue.promote_due", {"status": "ok", "promoted": 4}),
         ("callqueue.assign_next_student", {"status": "rejected", "error": InvalidArgument("no", argument="x").to_error()}),
     ]
 
@@ -147,6 +168,12 @@ def test_an_answer_with_a_field_the_contract_does_not_know_is_refused(task: str,
     ("callqueue.session_stats", {"status": "ok", "reclaimed": 1}),
     ("callqueue.complete_student", {"status": "rejected", "error": {"code": "teapot", "message": "?"}}),
     ("callqueue.assign_next_student", {"status": "exhausted"}),
+    ("callqueue.promote_due", {"status": "ok", "reclaimed": 1}),
+    ("callqueue.complete_student", {**Completion("s1:a", "s1", 3, "reached", NOW, "alice", 1, "final").to_result(),
+                                    "final": False}),
+    ("callqueue.complete_student", Completion("s1:a", "s1", 3, "no_answer", NOW, "alice", 2, "retry").to_result()),
+    ("callqueue.set_campaign", {"status": "ok", "call_session_id": "s1", "callback_grace_seconds": 900,
+                                "retry_rules": {"no_answer": {"delay_seconds": 60}}}),
 ])
 def test_an_answer_of_another_task_or_with_an_unknown_code_is_refused(task: str, result: dict[str, Any]) -> None:
     with pytest.raises(ContractViolation):
@@ -164,3 +191,48 @@ def test_arguments_of_a_typical_get_next_press_fit_and_an_operator_does_not() ->
     assert arguments_validator("callqueue.assign_next_student").is_valid(press)
     assert not arguments_validator("callqueue.assign_next_student").is_valid({**press, "assistant_id": {"$ne": None}})
     assert not arguments_validator("callqueue.assign_next_student").is_valid({**press, "self": "x"})
+
+
+def test_arguments_of_campaign_calls_fit_and_malformed_ones_do_not() -> None:
+    press = {"call_session_id": "evening-1", "assistant_id": "assistant-7", "skills": ["es", "fr"]}
+    assert arguments_validator("callqueue.assign_next_student").is_valid(press)
+    assert not arguments_validator("callqueue.assign_next_student").is_valid({**press, "skills": ["$es"]})
+    assert not arguments_validator("callqueue.assign_next_student").is_valid(
+        {**press, "skills": [f"s{n}" for n in range(DEFAULTS.max_skills + 1)]})
+    completion = {"call_session_id": "evening-1", "student_id": "evening-1:a", "assistant_id": "assistant-7",
+                  "outcome": "call_me", "assignment_token": 1, "callback_at": "2026-11-28T17:00:00+01:00",
+                  "callback_assistant": "assistant-7"}
+    complete = arguments_validator("callqueue.complete_student")
+    assert complete.is_valid(completion)
+    assert not complete.is_valid({**completion, "callback_at": "2026-11-28T17:00:00"})
+    assert not complete.is_valid({**completion, "callback_at": None})
+    campaign = arguments_validator("callqueue.set_campaign")
+    assert campaign.is_valid({"call_session_id": "s", "retry_rules": {"no_answer": {"delay_seconds": 0,
+                                                                                   "max_attempts": 3}}})
+    assert campaign.is_valid({"call_session_id": "s", "retry_rules": {}, "callback_grace_seconds": None})
+    assert not campaign.is_valid({"call_session_id": "s", "retry_rules": {"no_answer": {"max_attempts": 3}}})
+    assert not campaign.is_valid({"call_session_id": "s", "retry_rules": {"$x": {"delay_seconds": 0,
+                                                                                "max_attempts": 1}}})
+    assert not campaign.is_valid({"call_session_id": "s", "callback_grace_seconds": -1})
+    imports = arguments_validator("callqueue.import_students")
+    assert imports.is_valid({"call_session_id": "s", "students": [{"language": "es"}], "route_by": "language"})
+    assert not imports.is_valid({"call_session_id": "s", "students": [{"language": "es"}], "route_by": "priority"})
+    item = {"call_session_id": "s", "student_id": "s:a", "outcome": "call_me", "callback_assistant": "alice"}
+    assert not common_validator("batch_item").is_valid(item)
+    assert common_validator("batch_item").is_valid({**item, "callback_at": "2026-11-28T16:00:00Z"})
+
+
+ZONES = st.sampled_from([None, timezone.utc, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))])
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=ZONES),
+       st.sampled_from(["minutes", "seconds", "milliseconds", "microseconds"]), st.booleans())
+def test_callback_time_schema_accepts_exactly_the_times_the_workers_accept(moment: datetime, timespec: str,
+                                                                           zulu: bool) -> None:
+    """Times with a zone (Z or an offset) fit both; times without one fit neither."""
+    text = moment.isoformat(timespec=timespec)
+    if zulu and text.endswith("+00:00"):
+        text = text[:-6] + "Z"
+    assert common_validator("moment").is_valid(text) == accepted(require_moment, "callback_at", text), text
+    assert common_validator("moment").is_valid(text) == (moment.tzinfo is not None)

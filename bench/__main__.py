@@ -10,6 +10,8 @@ from types import FrameType
 
 import click
 
+from bench.campaigns import CampaignsConfig, run_campaigns_benchmark
+from bench.campaigns import write_results as write_campaign_results
 from bench.failover import run_failover_benchmark
 from bench.failover import write_results as write_failover_results
 from bench.pool import PROCESSES, THREADS, BenchError
@@ -37,6 +39,8 @@ from bench.tasks import CLAIM_ONLY_TASK
                    "assign_next_student: what a bare claim costs an assistant, with no task around it.")
 @click.option("--failover", is_flag=True,
               help="Instead: measure presses through replica-set failovers and a cut-off worker host.")
+@click.option("--campaigns", is_flag=True,
+              help="Instead: only the campaigns part (claims/s with routing tags vs none, callback due -> claimed).")
 @click.option("--election-timeout-ms", "election_timeouts_ms", type=click.IntRange(500, 60_000), multiple=True,
               default=(10_000,), show_default=True,
               help="electionTimeoutMillis of the failover replica set; repeat to compare several.")
@@ -44,8 +48,8 @@ from bench.tasks import CLAIM_ONLY_TASK
               show_default=True, help="With --failover: the replica-set events, the cut-off worker host, or both.")
 def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, prefetch: int | None,
          worker_loglevel: str | None, caller_processes: int | None, strict: bool, open_loop_probe: bool,
-         failover: bool, election_timeouts_ms: tuple[int, ...], failover_part: str) -> None:
-    """Measure the claim engine, the Celery round trip, open-loop latency, many and huge sessions.
+         failover: bool, campaigns: bool, election_timeouts_ms: tuple[int, ...], failover_part: str) -> None:
+    """Measure the claim engine, the Celery round trip, open-loop latency, many and huge sessions, campaigns.
 
     Writes bench/results/*.json and *.png.
     """
@@ -53,6 +57,9 @@ def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, pref
     if failover:
         timeouts = [] if failover_part == "partition" else list(election_timeouts_ms)
         _failover(timeouts, failover_part != "replica-set", strict)
+        return
+    if campaigns:
+        _campaigns(CampaignsConfig.quick() if quick else CampaignsConfig(), engine_mode, strict)
         return
     workers = WorkerOptions(pool=worker_pool, concurrency=concurrency, prefetch_multiplier=prefetch,
                             loglevel=worker_loglevel)
@@ -89,6 +96,24 @@ def _failover(election_timeouts_ms: list[int], partition: bool, strict: bool) ->
     if not all(result.audit_clean for result in results):
         sys.exit(1)
     if strict and not all(result.passed for result in results):
+        sys.exit(2)
+
+
+def _campaigns(config: CampaignsConfig, engine_mode: str, strict: bool) -> None:
+    """The campaigns part alone: its checks and targets; exit 1 on a student handed out twice."""
+    try:
+        results = run_campaigns_benchmark(config, _say, engine_mode)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for report in results.integrity():
+        _say(report.line())
+    goals = results.targets()
+    for goal in goals:
+        _say(goal.line())
+    _say(f"results: {write_campaign_results(results)}")
+    if not all(report.ok for report in results.integrity()):
+        sys.exit(1)
+    if strict and not all(goal.passed for goal in goals):
         sys.exit(2)
 
 

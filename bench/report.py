@@ -65,8 +65,9 @@ def targets(summary: Summary, results: BenchResults, config: BenchConfig) -> lis
 
 
 def _later_parts(results: BenchResults) -> list[Any]:
-    """The open-loop, many-sessions and huge-sessions results that this run has."""
-    return [part for part in (results.open_loop, results.many_sessions, results.huge_sessions) if part is not None]
+    """The open-loop, many-sessions, huge-sessions and campaigns results that this run has."""
+    return [part for part in (results.open_loop, results.many_sessions, results.huge_sessions, results.campaigns)
+            if part is not None]
 
 
 def observations(summary: Summary, results: BenchResults, config: BenchConfig) -> list[tuple[str, float]]:
@@ -123,6 +124,7 @@ def to_json(config: BenchConfig, results: BenchResults, summary: Summary, goals:
         "open_loop": results.open_loop.to_json() if results.open_loop else None,
         "many_sessions": results.many_sessions.to_json() if results.many_sessions else None,
         "huge_sessions": results.huge_sessions.to_json() if results.huge_sessions else None,
+        "campaigns": results.campaigns.to_json() if results.campaigns else None,
         "part_seconds": results.timings,
     }
 

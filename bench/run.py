@@ -9,6 +9,7 @@ from typing import Any, Callable
 from pymongo import MongoClient
 
 from bench import integrity
+from bench.campaigns import CampaignsConfig, CampaignsResults, campaigns_part
 from bench.celery_load import ASSIGN_TASK, CallResult, combine, measure_calls
 from bench.cpu import CpuMeter
 from bench.data import fresh_ours, fresh_seed_style, seed_session, settle
@@ -56,6 +57,7 @@ class BenchConfig:
     workers: WorkerOptions = field(default_factory=WorkerOptions)
     open_loop: OpenLoopConfig = field(default_factory=OpenLoopConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
 
     @classmethod
     def quick(cls, **overrides: Any) -> "BenchConfig":
@@ -63,7 +65,7 @@ class BenchConfig:
         values: dict[str, Any] = dict(engine_seconds=1.5, engine_repeats=1, seed_style_seconds=3.0,
                                       size_rounds=3, size_followup_rounds=1, celery_seconds=3.0, celery_pairs=1,
                                       celery_warmup_seconds=1.0, open_loop=OpenLoopConfig.quick(),
-                                      sessions=SessionsConfig.quick())
+                                      sessions=SessionsConfig.quick(), campaigns=CampaignsConfig.quick())
         values.update(overrides)
         return cls(**values)
 
@@ -84,6 +86,7 @@ class BenchResults:
     open_loop: OpenLoopResults | None = None
     many_sessions: ManySessionsResults | None = None
     huge_sessions: HugeSessionsResults | None = None
+    campaigns: CampaignsResults | None = None
 
 
 def run_benchmark(config: BenchConfig, say: Say = print) -> BenchResults:
@@ -104,6 +107,7 @@ def run_benchmark(config: BenchConfig, say: Say = print) -> BenchResults:
         with DeskPool(config.sessions.clients, config.engine_mode) as pool:
             _timed(results, "many_sessions", lambda: many_sessions(pool, servers, mongo, config, results, say))
             _timed(results, "huge_sessions", lambda: huge_sessions(pool, servers, mongo, config, results, say))
+            _timed(results, "campaigns", lambda: campaigns(pool, servers, mongo, config, results, say))
     return results
 
 
@@ -123,7 +127,7 @@ def _ms(latencies_ms: list[float], fraction: float) -> str:
 def engine_part(pool: DeskPool, meter: CpuMeter, mongo_url: str, mongo: MongoClient, config: BenchConfig,
                 results: BenchResults, say: Say) -> None:
     """Claims/s for each client count: ours repeated and interleaved, then the seed-style query once."""
-    say(f"\n[1/6] claim engine without Celery: {config.engine_students:,} students, "
+    say(f"\n[1/7] claim engine without Celery: {config.engine_students:,} students, "
         f"clients {list(config.engine_clients)} as {config.engine_mode}, {config.engine_repeats} repeat(s)")
     runs = [(OURS, clients, f"ours-r{repeat}-c{clients}") for repeat in range(config.engine_repeats)
             for clients in config.engine_clients]
@@ -165,7 +169,7 @@ def size_part(pool: DeskPool, meter: CpuMeter, mongo_url: str, mongo: MongoClien
     steady drift in the machine's other load; the target uses the median of
     the per-round ratios.
     """
-    say(f"\n[2/6] session size: {config.size_small:,} vs {config.size_large:,} pending students, "
+    say(f"\n[2/7] session size: {config.size_small:,} vs {config.size_large:,} pending students, "
         f"{config.size_clients} clients, {config.size_round_claims} claims per session per round (A-B-B-A), "
         f"{config.size_rounds} rounds, both sessions fresh each round")
     database = mongo[SIZE_DB]
@@ -245,7 +249,7 @@ def celery_part(pool: DeskPool, servers: BenchServers, mongo: MongoClient, confi
                 results: BenchResults, say: Say) -> None:
     """No-op, claim-only probe and assign_next_student on the same workers, windows interleaved."""
     options = config.workers
-    say(f"\n[3/6] through Celery: {config.celery_callers} callers over {config.celery_caller_processes} "
+    say(f"\n[3/7] through Celery: {config.celery_callers} callers over {config.celery_caller_processes} "
         f"processes; worker pool {options.pool} x{options.concurrency}, prefetch multiplier "
         f"{options.prefetch_multiplier or 'from settings'}; {config.celery_pairs} x {config.celery_seconds:g}s "
         f"windows per task")
@@ -285,7 +289,7 @@ def open_loop(servers: BenchServers, mongo: MongoClient, config: BenchConfig, re
               say: Say) -> None:
     """Press latency at fixed fractions of the no-op pair's capacity measured in part 3."""
     capacity = combine(results.celery[NOOP_TASK]).per_second / 2
-    say(f"\n[4/6] open loop: presses at fractions of the no-op pair's capacity ({capacity:.1f} presses/s, "
+    say(f"\n[4/7] open loop: presses at fractions of the no-op pair's capacity ({capacity:.1f} presses/s, "
         f"from part 3)")
     results.open_loop = open_loop_part(servers, config.workers, mongo, config.open_loop, capacity, say)
     results.integrity.extend(results.open_loop.integrity())
@@ -296,7 +300,7 @@ def open_loop(servers: BenchServers, mongo: MongoClient, config: BenchConfig, re
 def many_sessions(pool: DeskPool, servers: BenchServers, mongo: MongoClient, config: BenchConfig,
                   results: BenchResults, say: Say) -> None:
     """200 sessions of 5 assistants against one session of 1,000."""
-    say("\n[5/6] many sessions at once")
+    say("\n[5/7] many sessions at once")
     results.many_sessions = many_sessions_part(pool, servers.mongo.url, mongo, config.sessions, say)
     results.integrity.extend(results.many_sessions.integrity())
 
@@ -304,6 +308,16 @@ def many_sessions(pool: DeskPool, servers: BenchServers, mongo: MongoClient, con
 def huge_sessions(pool: DeskPool, servers: BenchServers, mongo: MongoClient, config: BenchConfig,
                   results: BenchResults, say: Say) -> None:
     """A 1,000,000-student import, claims from it, and a 100,000-student drain."""
-    say("\n[6/6] huge sessions")
+    say("\n[6/7] huge sessions")
     results.huge_sessions = huge_sessions_part(servers, pool, mongo, config.sessions, say)
     results.integrity.extend(results.huge_sessions.integrity())
+
+
+# -- part 7: campaigns (routing tags, callbacks) ----------------------------------
+
+def campaigns(pool: DeskPool, servers: BenchServers, mongo: MongoClient, config: BenchConfig,
+              results: BenchResults, say: Say) -> None:
+    """Claims/s with routing tags against none, and a callback's due moment to its claim through Celery."""
+    say("\n[7/7] campaigns: routing tags and callbacks")
+    results.campaigns = campaigns_part(pool, servers, mongo, config.campaigns, config.workers, say)
+    results.integrity.extend(results.campaigns.integrity())

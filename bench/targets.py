@@ -9,12 +9,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Target:
-    """One ratio from the issue, with its bound."""
+    """One ratio from the issue, with its bound (``unit`` "s" for a time in seconds)."""
 
     name: str
     measured: float
     bound: float
     at_least: bool = True
+    unit: str = "x"
 
     @property
     def passed(self) -> bool:
@@ -23,9 +24,10 @@ class Target:
     def line(self) -> str:
         sign = ">=" if self.at_least else "<="
         shown = "inf" if math.isinf(self.measured) else f"{self.measured:.2f}"
-        return f"  [{'PASS' if self.passed else 'FAIL'}] {self.name}: {shown}x (target {sign} {self.bound:g}x)"
+        unit = self.unit if self.unit == "x" else f" {self.unit}"
+        return f"  [{'PASS' if self.passed else 'FAIL'}] {self.name}: {shown}{unit} (target {sign} {self.bound:g}{unit})"
 
     def to_json(self) -> dict[str, Any]:
         measured = None if math.isinf(self.measured) else round(self.measured, 3)
         return {"name": self.name, "measured": measured, "bound": self.bound,
-                "comparison": ">=" if self.at_least else "<=", "passed": self.passed}
+                "comparison": ">=" if self.at_least else "<=", "unit": self.unit, "passed": self.passed}

@@ -4,6 +4,12 @@ Each assistant is a thread with its own ``AssignmentClient``; it takes a
 student, "calls" them, then completes (or now and then releases) and asks
 again until the session is exhausted. ``run_in_processes`` spreads the
 threads over several processes, so the callers really race.
+
+In a campaign (``Behaviour.no_answer_rate``, ``callback_every``,
+``drain_seconds``) some calls go unanswered, so the session's retry rule
+calls those students again later, and now and then an assistant asks to call
+a student back personally; an assistant told "exhausted" keeps pressing while
+students are still waiting for a retry or a callback.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from config import Settings
 from devstack.audit import Handout
@@ -20,6 +27,9 @@ from producers.client import AssignmentClient
 from producers.results import Assigned
 
 OUTCOMES = ("reached", "voicemail", "no_answer", "wrong_number")
+NO_ANSWER = "no_answer"
+FINAL_OUTCOMES = tuple(outcome for outcome in OUTCOMES if outcome != NO_ANSWER)
+CALLBACK_OUTCOME = "call_back_later"
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,15 @@ class Behaviour:
     release_every: int = 0
     timeout_seconds: float = 15.0
     max_presses: int = 100_000
+    # None: each outcome drawn evenly from OUTCOMES; else "no_answer" this often, a final outcome otherwise.
+    no_answer_rate: float | None = None
+    # Every n-th completion of an assistant asks for a personal callback after callback_delay_seconds (0: never).
+    callback_every: int = 0
+    callback_delay_seconds: float = 2.0
+    # 0: stop at the first "exhausted". Else, while students still wait for a retry or a callback (or are
+    # pending or held), press again every recheck_seconds, for up to drain_seconds after the first one.
+    drain_seconds: float = 0.0
+    recheck_seconds: float = 0.5
 
 
 @dataclass
@@ -43,6 +62,11 @@ class AssistantLog:
     already_held: int = 0
     presses: int = 0
     exhausted: bool = False
+    # Completions whose answer said the student will be called again: by the retry rule, or as asked.
+    retries_scheduled: int = 0
+    callbacks_asked: int = 0
+    # "Exhausted" answers while students were still waiting (the assistant pressed again).
+    waits: int = 0
     errors: list[str] = field(default_factory=list)
     # Wall time of each assign_next call as the caller saw it, resends included.
     press_seconds: list[float] = field(default_factory=list)
@@ -64,10 +88,16 @@ def work_through(settings: Settings, session_id: str, assistant_id: str, behavio
 
 def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: random.Random,
           behaviour: Behaviour) -> None:
+    drain_until: float | None = None
     while log.presses < behaviour.max_presses:
         log.presses += 1
         assigned = _press(client, session_id, log)
         if assigned is None:
+            drain_until = drain_until or time.monotonic() + behaviour.drain_seconds
+            if time.monotonic() < drain_until and client.stats(session_id).outstanding:
+                log.waits += 1
+                time.sleep(behaviour.recheck_seconds)
+                continue
             log.exhausted = True
             return
         log.handouts.append(Handout(assigned.student_id, log.assistant_id, assigned.assignment_token))
@@ -78,9 +108,29 @@ def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: ran
             client.release(session_id, assigned.student_id, log.assistant_id, assigned.assignment_token)
             log.released += 1
         else:
-            client.complete(session_id, assigned.student_id, log.assistant_id, rng.choice(OUTCOMES),
-                            assigned.assignment_token)
-            log.completed += 1
+            _complete(client, session_id, assigned, log, rng, behaviour)
+
+
+def _complete(client: AssignmentClient, session_id: str, assigned: Assigned, log: AssistantLog,
+              rng: random.Random, behaviour: Behaviour) -> None:
+    """Complete the call: now and then with a personal callback, else with an outcome (maybe no answer)."""
+    if behaviour.callback_every and (log.completed + 1) % behaviour.callback_every == 0:
+        callback_at = datetime.now(timezone.utc) + timedelta(seconds=behaviour.callback_delay_seconds)
+        done = client.complete(session_id, assigned.student_id, log.assistant_id, CALLBACK_OUTCOME,
+                               assigned.assignment_token, callback_at=callback_at,
+                               callback_assistant=log.assistant_id)
+    else:
+        done = client.complete(session_id, assigned.student_id, log.assistant_id, _outcome(rng, behaviour),
+                               assigned.assignment_token)
+    log.completed += 1
+    log.retries_scheduled += done.next == "retry"
+    log.callbacks_asked += done.next == "callback"
+
+
+def _outcome(rng: random.Random, behaviour: Behaviour) -> str:
+    if behaviour.no_answer_rate is None:
+        return rng.choice(OUTCOMES)
+    return NO_ANSWER if rng.random() < behaviour.no_answer_rate else rng.choice(FINAL_OUTCOMES)
 
 
 def _press(client: AssignmentClient, session_id: str, log: AssistantLog) -> Assigned | None:

@@ -2,6 +2,13 @@
 
 Used by the demo, the tests and the benchmark: it reads every student of a
 session and replays their ``history`` to prove the promise held.
+
+A student may be completed several times: a completion whose ``next`` is
+``retry`` or ``callback`` leaves the student to be called again, and only a
+``final`` one (or one without ``next``, recorded before campaigns existed)
+gives the student its result. So the audit counts final completions (at most
+one per student), checks that the student's ``attempts`` equals its
+completions, and follows each personal callback to the claim that took it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from workers.store import STUDENTS
 from workers.models import PENDING
 
 CLOSING_EVENTS = ("completed", "released", "reclaimed", "closed")
+FINAL, RETRY, CALLBACK = "final", "retry", "callback"
 
 
 @dataclass(frozen=True)
@@ -34,19 +42,32 @@ class AuditReport:
     students: int = 0
     completed: int = 0
     pending: int = 0
+    scheduled: int = 0
     held: int = 0
     claims: int = 0
+    # Completion entries in the histories (every attempt), and those whose "next" was each of these.
+    completions: int = 0
+    final_completions: int = 0
+    retries: int = 0
+    callbacks: int = 0
+    # Callbacks asked for a named assistant, and how many of those the same assistant claimed next.
+    personal_callbacks: int = 0
+    personal_callbacks_kept: int = 0
+    # The students' own attempt counters, summed.
+    attempts: int = 0
     double_handouts: list[str] = field(default_factory=list)
     completed_twice: list[str] = field(default_factory=list)
+    attempts_not_matching_history: list[str] = field(default_factory=list)
     assistants_holding_two: list[str] = field(default_factory=list)
     answers_not_in_history: list[Handout] = field(default_factory=list)
     tokens_given_twice: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        """True when nothing was doubled and every answer matches the history."""
+        """True when nothing was doubled, every attempt is in the history and every answer matches it."""
         return not (self.double_handouts or self.completed_twice or self.assistants_holding_two
-                    or self.answers_not_in_history or self.tokens_given_twice)
+                    or self.answers_not_in_history or self.tokens_given_twice
+                    or self.attempts_not_matching_history)
 
 
 def audit_session(database: Database, session_id: str, answers: Iterable[Handout] = ()) -> AuditReport:
@@ -64,8 +85,11 @@ def audit_session(database: Database, session_id: str, answers: Iterable[Handout
 
 def _count_state(report: AuditReport, document: dict, holders: Counter[str]) -> None:
     report.students += 1
+    report.attempts += int(document.get("attempts") or 0)
     if document.get("filter_status", PENDING) != PENDING:
         report.completed += 1
+    elif document.get("assigned_to") is None and document.get("waiting_for"):
+        report.scheduled += 1
     elif document.get("assigned_to") is None:
         report.pending += 1
     else:
@@ -74,8 +98,9 @@ def _count_state(report: AuditReport, document: dict, holders: Counter[str]) -> 
 
 
 def _replay_history(report: AuditReport, document: dict, claims: dict[tuple[str, int], str]) -> None:
-    """A claim while the student is still held, or a second completion, is a defect."""
-    held_by, completions = None, 0
+    """A claim while the student is still held, a second final completion, or attempts that do not
+    match the completions recorded, is a defect."""
+    held_by, completions, finals, callback_for = None, 0, 0, None
     for entry in document.get("history", []):
         if entry["event"] == "claimed":
             report.claims += 1
@@ -83,11 +108,26 @@ def _replay_history(report: AuditReport, document: dict, claims: dict[tuple[str,
                 report.double_handouts.append(document["_id"])
             held_by = entry["assistant_id"]
             claims[(document["_id"], entry["token"])] = entry["assistant_id"]
+            if callback_for is not None:
+                report.personal_callbacks_kept += entry["assistant_id"] == callback_for
+                callback_for = None
         elif entry["event"] in CLOSING_EVENTS:
             held_by = None
-            completions += entry["event"] == "completed"
-    if completions > 1:
+            if entry["event"] == "completed":
+                completions += 1
+                following = entry.get("next") or FINAL
+                finals += following == FINAL
+                report.retries += following == RETRY
+                report.callbacks += following == CALLBACK
+                if following == CALLBACK and entry.get("callback_assistant"):
+                    report.personal_callbacks += 1
+                    callback_for = entry["callback_assistant"]
+    report.completions += completions
+    report.final_completions += finals
+    if finals > 1:
         report.completed_twice.append(document["_id"])
+    if "attempts" in document and document["attempts"] != completions:
+        report.attempts_not_matching_history.append(document["_id"])
 
 
 def _check_answers(report: AuditReport, claims: dict[tuple[str, int], str], answers: Iterable[Handout]) -> None:

@@ -1,7 +1,15 @@
-"""The demo: 1,000 students, 20 assistants pressing "Get Next" at once, and a summary."""
+"""The demo: 1,000 students, 20 assistants pressing "Get Next" at once, and a summary.
+
+It is also a small campaign: the session retries unanswered calls
+(``no_answer``, 2 s later, up to 3 calls), about one call in ten goes
+unanswered, and every 25th call of an assistant ends with a personal callback
+2 s later. Beat brings due students back every second, and the assistants
+keep pressing until every student has a final outcome.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -11,7 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from devstack.assistants import AssistantLog, Behaviour, run_assistants
+from devstack.assistants import NO_ANSWER, AssistantLog, Behaviour, run_assistants
 from devstack.audit import AuditReport, audit_session
 from devstack.servers import MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
@@ -27,20 +35,39 @@ class DemoOptions:
     call_seconds: float = 0.002
     release_every: int = 25
     hold: bool = False
+    no_answer_rate: float = 0.1
+    retry_delay_seconds: int = 2
+    max_attempts: int = 3
+    callback_every: int = 25
+    callback_delay_seconds: float = 2.0
+    # How often beat brings due retries and callbacks back (CALLQUEUE_PROMOTE_INTERVAL_SECONDS, unless set).
+    promote_interval_seconds: float = 1.0
+    # How long the assistants keep pressing, after the pool first runs dry, for students still waiting.
+    drain_seconds: float = 120.0
+
+    def retry_rules(self) -> dict[str, dict[str, int]]:
+        return {NO_ANSWER: {"delay_seconds": self.retry_delay_seconds, "max_attempts": self.max_attempts}}
 
 
 def run_demo(options: DemoOptions, stack_options: StackOptions) -> bool:
-    """Start the stack, run the assistants, print the summary; True when nothing was doubled."""
-    with Stack(stack_options) as stack:
+    """Start the stack, run the assistants, print the summary.
+
+    True when nothing was doubled, no assistant saw an error, and every
+    student ended with exactly one final outcome.
+    """
+    environ = {"CALLQUEUE_PROMOTE_INTERVAL_SECONDS": f"{options.promote_interval_seconds:g}", **os.environ}
+    with Stack(stack_options, environ=environ) as stack:
         _print_stack(stack)
         session_id = f"demo-{int(time.time())}"
         _import(stack, session_id, options.students)
+        _set_campaign(stack, session_id, options)
         logs, seconds = _work(stack, session_id, options)
         report = _audit(stack, session_id, logs)
-        _print_summary(stack, session_id, logs, report, seconds)
+        _print_summary(stack, session_id, logs, report, seconds, options)
         if options.hold:
             _hold(stack)
-        return report.clean and not any(log.errors for log in logs)
+        return (report.clean and not any(log.errors for log in logs)
+                and report.final_completions == report.completed == report.students)
 
 
 def _print_stack(stack: Stack) -> None:
@@ -55,7 +82,8 @@ def _print_stack(stack: Stack) -> None:
     for worker in stack.workers:
         table.add_row(f"worker ({worker.queue})", f"pid {worker.process.pid}")
     if stack.beat:
-        table.add_row("beat (reclaims expired leases)", f"pid {stack.beat.process.pid}")
+        table.add_row("beat (reclaims expired leases, brings back due retries and callbacks)",
+                      f"pid {stack.beat.process.pid}")
     if stack.flower:
         table.add_row("Flower", f"{stack.flower.url} (pid {stack.flower.process.pid})")
     console.print(table)
@@ -78,9 +106,20 @@ def _import(stack: Stack, session_id: str, count: int) -> None:
             progress.advance(bar, len(rows[start:start + 250]))
 
 
+def _set_campaign(stack: Stack, session_id: str, options: DemoOptions) -> None:
+    with AssignmentClient(stack.settings) as client:
+        campaign = client.set_campaign(session_id, options.retry_rules())
+    for outcome, rule in campaign["retry_rules"].items():
+        console.print(f"campaign: {outcome} is called again {rule['delay_seconds']} s later, "
+                      f"up to {rule['max_attempts']} calls in all")
+
+
 def _work(stack: Stack, session_id: str, options: DemoOptions) -> tuple[list[AssistantLog], float]:
     console.print(f"{options.assistants} assistants pressing \"Get Next Student\" at once ...")
-    behaviour = Behaviour(call_seconds=options.call_seconds, release_every=options.release_every)
+    behaviour = Behaviour(call_seconds=options.call_seconds, release_every=options.release_every,
+                          no_answer_rate=options.no_answer_rate, callback_every=options.callback_every,
+                          callback_delay_seconds=options.callback_delay_seconds,
+                          drain_seconds=options.drain_seconds)
     assistants = [f"assistant-{n:02d}" for n in range(options.assistants)]
     started = time.perf_counter()
     logs = run_assistants(stack.settings, session_id, assistants, behaviour)
@@ -94,17 +133,24 @@ def _audit(stack: Stack, session_id: str, logs: list[AssistantLog]) -> AuditRepo
 
 
 def _print_summary(stack: Stack, session_id: str, logs: list[AssistantLog], report: AuditReport,
-                   seconds: float) -> None:
+                   seconds: float, options: DemoOptions) -> None:
     assigned = sum(len(log.handouts) for log in logs)
     table = Table(title=f"summary of {session_id}", show_header=False)
     rows = [
         ("students", report.students),
         ("assigned (hand-outs)", assigned),
         ("completed", report.completed),
+        ("calls recorded (attempts)", report.attempts),
+        (f"retries scheduled ({NO_ANSWER}, {options.retry_delay_seconds} s later)", report.retries),
+        ("callbacks scheduled", report.callbacks),
+        ("  taken by the assistant who asked", f"{report.personal_callbacks_kept} of {report.personal_callbacks}"),
+        ("students with a final outcome", report.final_completions),
         ("released and handed out again", sum(log.released for log in logs)),
         ("still pending", report.pending),
+        ("still waiting for a retry or callback", report.scheduled),
         ("students handed to two assistants", len(report.double_handouts) + len(report.tokens_given_twice)),
-        ("students completed twice", len(report.completed_twice)),
+        ("students given two final outcomes", len(report.completed_twice)),
+        ("attempts not matching the history", len(report.attempts_not_matching_history)),
         ("assistants holding two students", len(report.assistants_holding_two)),
         ("errors seen by assistants", sum(len(log.errors) for log in logs)),
         ("wall time", f"{seconds:.2f} s"),

@@ -1,4 +1,4 @@
-"""``python -m producers``: import students, get next, complete, release, stats.
+"""``python -m producers``: import students, get next, complete, release, stats, campaigns.
 
 Results are printed as JSON on stdout. A rejected request prints the
 structured error and exits 2; an unreachable broker or a failed task exits 3.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,7 +61,12 @@ def _run(action: Callable[[], Any]) -> Any:
 
 
 def _emit(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, default=str))
+    click.echo(json.dumps(payload, indent=2, default=_json_value))
+
+
+def _json_value(value: Any) -> Any:
+    """Datetimes as ISO-8601 (as the tasks send them), anything else as text."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def holder_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -81,9 +87,11 @@ def holder_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--name", "session_name", default=None, help="Display name of a new session.")
 @click.option("--chunk-size", type=click.IntRange(1, 10_000), default=500, show_default=True,
               help="Students per import task.")
+@click.option("--route-by", "route_by", default=None, metavar="COLUMN",
+              help="Column holding each student's routing tag (e.g. language); empty cells are untagged.")
 @click.pass_context
 def import_command(ctx: click.Context, path: Path, session_id: str, session_name: str | None,
-                   chunk_size: int) -> None:
+                   chunk_size: int, route_by: str | None) -> None:
     """Import students from a CSV or JSON file, with a progress bar."""
     rows = _run(lambda: read_rows(path, STUDENT_INTEGERS))
     totals = {"received": 0, "inserted": 0, "duplicates": 0}
@@ -91,7 +99,7 @@ def import_command(ctx: click.Context, path: Path, session_id: str, session_name
         bar = progress.add_task(f"importing into {session_id}", total=len(rows))
         for start in range(0, len(rows), chunk_size):
             chunk = rows[start:start + chunk_size]
-            result = _run(lambda: client.import_students(session_id, chunk, session_name))
+            result = _run(lambda: client.import_students(session_id, chunk, session_name, route_by))
             for key in totals:
                 totals[key] += getattr(result, key)
             progress.advance(bar, len(chunk))
@@ -107,11 +115,14 @@ def _progress() -> Progress:
 @click.option("--session", "session_id", required=True)
 @click.option("--assistant", "assistant_id", required=True)
 @click.option("--request-id", default=None, help="Reuse to retry the same press safely.")
+@click.option("--skill", "skills", multiple=True, metavar="TAG",
+              help="Routing tag the assistant may take besides untagged students (repeatable).")
 @click.pass_context
-def next_command(ctx: click.Context, session_id: str, assistant_id: str, request_id: str | None) -> None:
-    """Get the next student for an assistant."""
+def next_command(ctx: click.Context, session_id: str, assistant_id: str, request_id: str | None,
+                 skills: tuple[str, ...]) -> None:
+    """Get the next student for an assistant (a due personal callback first)."""
     with _client(ctx) as client:
-        assigned = _run(lambda: client.assign_next(session_id, assistant_id, request_id))
+        assigned = _run(lambda: client.assign_next(session_id, assistant_id, request_id, skills or None))
     _emit({"status": "exhausted", "call_session_id": session_id} if assigned is None
           else {"status": "assigned", **assigned.__dict__})
 
@@ -119,12 +130,18 @@ def next_command(ctx: click.Context, session_id: str, assistant_id: str, request
 @cli.command("complete")
 @holder_options
 @click.option("--outcome", required=True, help="What came of the call, e.g. reached, voicemail.")
+@click.option("--callback-at", default=None, metavar="ISO",
+              help="Call the student back then: ISO-8601 with a zone, e.g. 2026-11-28T17:00:00+01:00.")
+@click.option("--callback-assistant", default=None, metavar="ID",
+              help="Reserve the callback for this assistant (during the session's grace period).")
 @click.pass_context
 def complete_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
-                     assignment_token: int, outcome: str) -> None:
-    """Record the outcome for a student you hold."""
+                     assignment_token: int, outcome: str, callback_at: str | None,
+                     callback_assistant: str | None) -> None:
+    """Record the outcome for a student you hold; says whether it is final or the student is called again."""
     with _client(ctx) as client:
-        update = _run(lambda: client.complete(session_id, student_id, assistant_id, outcome, assignment_token))
+        update = _run(lambda: client.complete(session_id, student_id, assistant_id, outcome, assignment_token,
+                                              callback_at, callback_assistant))
     _emit(update.__dict__)
 
 
@@ -146,7 +163,7 @@ def release_command(ctx: click.Context, session_id: str, student_id: str, assist
 @click.option("--interval", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True)
 @click.pass_context
 def stats_command(ctx: click.Context, session_id: str, as_json: bool, watch: bool, interval: float) -> None:
-    """Pending, assigned and completed counts for a session."""
+    """Pending, scheduled, assigned and completed counts, and attempts, for a session."""
     with _client(ctx) as client:
         if not watch:
             stats = _run(lambda: client.stats(session_id))
@@ -159,7 +176,8 @@ def stats_command(ctx: click.Context, session_id: str, as_json: bool, watch: boo
 
 
 def _watch(client: AssignmentClient, session_id: str, interval: float) -> None:
-    """Refresh the table until Ctrl-C, with claims per second and rejections from the workers' counters."""
+    """Refresh the table until Ctrl-C, with claims per second, completions by what follows them and
+    rejections, from the workers' counters."""
     counters = redis_client(client.settings.broker_url, client.settings.redis_sentinel_master)
     events, rejections = _counters_or(counters, ({}, {}))
     previous = (time.monotonic(), events.get("claimed", 0))
@@ -170,7 +188,7 @@ def _watch(client: AssignmentClient, session_id: str, interval: float) -> None:
                 events, rejections = _counters_or(counters, (events, rejections))
                 now = (time.monotonic(), events.get("claimed", 0))
                 rate = (now[1] - previous[1]) / (now[0] - previous[0])
-                live.update(stats_table(_run(lambda: client.stats(session_id)), rate, rejections))
+                live.update(stats_table(_run(lambda: client.stats(session_id)), rate, rejections, events))
                 previous = now
         except KeyboardInterrupt:
             pass
@@ -185,19 +203,32 @@ def _counters_or(counters: redis.Redis, last: tuple[dict[str, int], dict[str, in
         return last
 
 
+# The workers' counters shown when watching (all sessions, all time): completions by what follows them.
+WATCHED_COUNTERS = (("  completions final (all time)", "completed_final"),
+                    ("  completions to be retried (all time)", "completed_retry"),
+                    ("  completions with a callback (all time)", "completed_callback"),
+                    ("  scheduled students brought back (all time)", "promoted"))
+
+
 def stats_table(stats: Stats, claims_per_second: float | None = None,
-                rejections: dict[str, int] | None = None) -> Table:
-    """A table of one session's counts, with the workers' rates when watching."""
+                rejections: dict[str, int] | None = None, events: dict[str, int] | None = None) -> Table:
+    """A table of one session's counts, with the workers' rates and counters when watching."""
     table = Table(title=f"call session {stats.call_session_id} ({stats.session_status})")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for label, value in (("total", stats.total), ("pending", stats.pending), ("assigned", stats.assigned),
-                         ("completed", stats.completed), ("assistants holding", len(stats.holders))):
+    for label, value in (("total", stats.total), ("pending", stats.pending),
+                         ("scheduled callbacks", stats.scheduled_callbacks),
+                         ("scheduled retries", stats.scheduled_retries), ("assigned", stats.assigned),
+                         ("completed", stats.completed), ("attempts (calls recorded)", stats.attempts),
+                         ("assistants holding", len(stats.holders))):
         table.add_row(label, str(value))
     for outcome, count in sorted(stats.completed_by_outcome.items()):
         table.add_row(f"  outcome {outcome}", str(count))
     if claims_per_second is not None:
         table.add_row("claims per second (all sessions)", f"{claims_per_second:.1f}")
+    if events is not None:
+        for label, event in WATCHED_COUNTERS:
+            table.add_row(label, str(events.get(event, 0)))
     for code, count in sorted((rejections or {}).items()):
         table.add_row(f"  rejections {code} (all time)", str(count))
     return table
@@ -250,6 +281,41 @@ def lease_command(ctx: click.Context, session_id: str, lease_seconds: int | None
     """Set or remove the session's lease on assignments."""
     with _client(ctx) as client:
         _emit(_run(lambda: client.set_lease(session_id, lease_seconds)))
+
+
+def _retry_rule(value: str) -> tuple[str, dict[str, int]]:
+    """``OUTCOME=DELAY_SECONDS:MAX_ATTEMPTS`` as ``(outcome, {"delay_seconds", "max_attempts"})``."""
+    outcome, equals, rule = value.rpartition("=")
+    delay, colon, attempts = rule.partition(":")
+    try:
+        if not (equals and colon and outcome):
+            raise ValueError
+        return outcome, {"delay_seconds": int(delay), "max_attempts": int(attempts)}
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not OUTCOME=DELAY_SECONDS:MAX_ATTEMPTS "
+                                 "(e.g. no_answer=7200:3)", param_hint="--retry") from None
+
+
+@cli.command("campaign")
+@click.option("--session", "session_id", required=True)
+@click.option("--retry", "retries", multiple=True, metavar="OUTCOME=DELAY_SECONDS:MAX_ATTEMPTS",
+              help="Call a student again DELAY_SECONDS after this outcome, up to MAX_ATTEMPTS calls in all "
+                   "(repeatable; replaces the session's rules).")
+@click.option("--no-retries", is_flag=True, help="Remove every retry rule: all outcomes are final.")
+@click.option("--grace", "grace_seconds", type=click.IntRange(0), default=None, metavar="SECONDS",
+              help="How long after its time a personal callback stays reserved for its assistant.")
+@click.pass_context
+def campaign_command(ctx: click.Context, session_id: str, retries: tuple[str, ...], no_retries: bool,
+                     grace_seconds: int | None) -> None:
+    """Set a session's retry rules and callback grace period; prints the session's settings.
+
+    Without options it only prints them.
+    """
+    if retries and no_retries:
+        raise click.UsageError("give --retry or --no-retries, not both")
+    rules = {} if no_retries else dict(_retry_rule(value) for value in retries) if retries else None
+    with _client(ctx) as client:
+        _emit(_run(lambda: client.set_campaign(session_id, rules, grace_seconds)))
 
 
 @cli.command("reclaim")

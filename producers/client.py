@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from celery import states
@@ -28,7 +29,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import EncodeError
 
 from config import Settings, load_settings
-from producers.results import Assigned, ImportResult, Stats, StudentUpdate
+from producers.results import Assigned, Completed, ImportResult, Stats, StudentUpdate
 from workers.app import CallqueueCelery, create_app
 from workers.exceptions import (
     BrokerUnavailable, InvalidArgument, RequestTimedOut, TaskFailed, rejection_from_error,
@@ -61,20 +62,37 @@ class AssignmentClient:
 
     # -- the task contract ------------------------------------------------
 
-    def assign_next(self, call_session_id: str, assistant_id: str,
-                    request_id: str | None = None) -> Assigned | None:
-        """The next student for the assistant, or None when the session is exhausted."""
+    def assign_next(self, call_session_id: str, assistant_id: str, request_id: str | None = None,
+                    skills: Iterable[str] | None = None) -> Assigned | None:
+        """The next student for the assistant, or None when the session is exhausted.
+
+        ``skills`` (routing tags) let the press take students tagged with one
+        of them as well as untagged ones; a due personal callback comes first.
+        """
         request_id = request_id or new_request_id()
+        extra = {} if skills is None else {"skills": list(skills)}
         result = self.call("callqueue.assign_next_student", call_session_id=call_session_id,
-                           assistant_id=assistant_id, request_id=request_id)
+                           assistant_id=assistant_id, request_id=request_id, **extra)
         return None if result["status"] == "exhausted" else Assigned.from_result(result, request_id)
 
     def complete(self, call_session_id: str, student_id: str, assistant_id: str, outcome: str,
-                 assignment_token: int) -> StudentUpdate:
-        """Record the outcome of the call with this student."""
-        return StudentUpdate.from_result(self.call(
+                 assignment_token: int, callback_at: datetime | str | None = None,
+                 callback_assistant: str | None = None) -> Completed:
+        """Record the outcome of the call with this student.
+
+        ``callback_at`` (a datetime with a time zone, or an ISO-8601 string)
+        asks for a callback then, reserved for ``callback_assistant`` if given.
+        The answer says whether the outcome is final or the student will be
+        called again (``next``: ``final``, ``retry`` or ``callback``).
+        """
+        extra: dict[str, Any] = {}
+        if callback_at is not None:
+            extra["callback_at"] = iso_moment(callback_at)
+        if callback_assistant is not None:
+            extra["callback_assistant"] = callback_assistant
+        return Completed.from_result(self.call(
             "callqueue.complete_student", call_session_id=call_session_id, student_id=student_id,
-            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token))
+            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token, **extra))
 
     def release(self, call_session_id: str, student_id: str, assistant_id: str,
                 assignment_token: int) -> StudentUpdate:
@@ -88,11 +106,15 @@ class AssignmentClient:
         return Stats.from_result(self.call("callqueue.session_stats", call_session_id=call_session_id))
 
     def import_students(self, call_session_id: str, students: Iterable[Mapping[str, Any]],
-                        session_name: str | None = None) -> ImportResult:
-        """Add students to the session (creating it); importing the same rows again adds nothing."""
+                        session_name: str | None = None, route_by: str | None = None) -> ImportResult:
+        """Add students to the session (creating it); importing the same rows again adds nothing.
+
+        ``route_by`` names the column holding each student's routing tag.
+        """
+        extra = {} if route_by is None else {"route_by": route_by}
         return ImportResult.from_result(self.call(
             "callqueue.import_students", call_session_id=call_session_id,
-            students=[dict(row) for row in students], session_name=session_name))
+            students=[dict(row) for row in students], session_name=session_name, **extra))
 
     def heartbeat(self, call_session_id: str, student_id: str, assistant_id: str,
                   assignment_token: int) -> StudentUpdate:
@@ -109,6 +131,21 @@ class AssignmentClient:
     def set_lease(self, call_session_id: str, lease_seconds: int | None) -> dict[str, Any]:
         """Set the session's lease length (None: no lease)."""
         return self.call("callqueue.set_lease", call_session_id=call_session_id, lease_seconds=lease_seconds)
+
+    def set_campaign(self, call_session_id: str, retry_rules: Mapping[str, Mapping[str, int]] | None = None,
+                     callback_grace_seconds: int | None = None) -> dict[str, Any]:
+        """Set the session's retry rules and/or personal-callback grace period; the session's settings.
+
+        ``retry_rules`` (``{outcome: {"delay_seconds": n, "max_attempts": n}}``)
+        replaces every rule (``{}`` removes them); None keeps what the session has.
+        """
+        rules = None if retry_rules is None else {outcome: dict(rule) for outcome, rule in retry_rules.items()}
+        return self.call("callqueue.set_campaign", call_session_id=call_session_id, retry_rules=rules,
+                         callback_grace_seconds=callback_grace_seconds)
+
+    def promote_due(self) -> int:
+        """Run the promotion now (beat runs it on schedule); how many due students were moved back."""
+        return int(self.call("callqueue.promote_due")["promoted"])
 
     def reclaim_expired(self) -> int:
         """Run the reclaim job now (beat runs it on schedule); how many were reclaimed."""
@@ -243,6 +280,16 @@ def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds
             return message.result
         time.sleep(JOB_POLL_SECONDS)
     raise RequestTimedOut(f"job {message.id} did not finish within {timeout_seconds:g}s")
+
+
+def iso_moment(moment: datetime | str) -> str:
+    """``moment`` as the ISO-8601 text the tasks take; a datetime must carry its time zone."""
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise InvalidArgument("callback_at must carry a time zone (a datetime with tzinfo)",
+                                  argument="callback_at")
+        return moment.isoformat()
+    return moment
 
 
 def new_request_id() -> str:

@@ -4,9 +4,15 @@
 
 - ``callqueue_events_total{event}``: claims, completions, releases, reclaims,
   heartbeats ... as counted by the workers (``rate()`` gives claims per second);
+  completions are also counted by what follows them (``completed_final``,
+  ``completed_retry``, ``completed_callback``), and ``promoted`` counts
+  scheduled students brought back when due;
 - ``callqueue_rejections_total{code}``: refused requests by rejection code;
-- ``callqueue_session_students{call_session_id, state}``: pending, assigned
-  and completed students of every open session;
+- ``callqueue_session_students{call_session_id, state}``: pending,
+  scheduled_callback, scheduled_retry, assigned and completed students of
+  every open session;
+- ``callqueue_session_attempts{call_session_id}``: calls recorded in each open
+  session, retries and callbacks included;
 - ``callqueue_session_outcomes{call_session_id, outcome}`` and
   ``callqueue_session_assistants_holding{call_session_id}``.
 
@@ -50,15 +56,20 @@ class CallqueueCollector(Collector):
                                      labels=["call_session_id", "outcome"])
         holding = GaugeMetricFamily("callqueue_session_assistants_holding",
                                     "Assistants holding a student right now.", labels=["call_session_id"])
+        attempts = GaugeMetricFamily("callqueue_session_attempts",
+                                     "Calls recorded in open sessions, retries and callbacks included.",
+                                     labels=["call_session_id"])
         for document in database[SESSIONS].find({"status": "open"}):
             stats = store.stats(CallSession.from_document(document))
-            for state, value in (("pending", stats.pending), ("assigned", stats.assigned),
+            for state, value in (("pending", stats.pending), ("scheduled_callback", stats.scheduled_callbacks),
+                                 ("scheduled_retry", stats.scheduled_retries), ("assigned", stats.assigned),
                                  ("completed", sum(stats.completed.values()))):
                 students.add_metric([stats.call_session_id, state], value)
             for outcome, value in stats.completed.items():
                 outcomes.add_metric([stats.call_session_id, outcome], value)
             holding.add_metric([stats.call_session_id], len(stats.holders))
-        yield from (students, outcomes, holding)
+            attempts.add_metric([stats.call_session_id], stats.attempts)
+        yield from (students, outcomes, holding, attempts)
 
 
 def _counter(name: str, documentation: str, label: str, values: dict[str, int]) -> CounterMetricFamily:

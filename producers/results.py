@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Mapping
 
 
@@ -42,6 +43,37 @@ class StudentUpdate:
 
 
 @dataclass(frozen=True)
+class Completed(StudentUpdate):
+    """A recorded call: the attempt it was and what follows it.
+
+    ``next`` is ``final`` (the outcome is the student's result), ``retry``
+    (the session's rule for the outcome calls the student again at
+    ``next_attempt_at``) or ``callback`` (a callback was asked for at
+    ``next_attempt_at``, for ``callback_assistant`` first when one was named).
+    """
+
+    completed_at: datetime | None = None
+    completed_by: str | None = None
+    attempt: int = 1
+    final: bool = True
+    next: str = "final"
+    next_attempt_at: datetime | None = None
+    callback_assistant: str | None = None
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> "Completed":
+        return cls(result["status"], result["call_session_id"], result["student_id"],
+                   int(result["assignment_token"]), result.get("outcome"),
+                   completed_at=parse_moment(result.get("completed_at")),
+                   completed_by=result.get("completed_by"),
+                   attempt=int(result.get("attempt") or 1),
+                   final=bool(result.get("final", True)),
+                   next=result.get("next") or "final",
+                   next_attempt_at=parse_moment(result.get("next_attempt_at")),
+                   callback_assistant=result.get("callback_assistant"))
+
+
+@dataclass(frozen=True)
 class ImportResult:
     """Counts from one import call."""
 
@@ -69,9 +101,25 @@ class Stats:
     completed: int
     completed_by_outcome: dict[str, int] = field(default_factory=dict)
     holders: tuple[str, ...] = ()
+    scheduled: int = 0
+    scheduled_callbacks: int = 0
+    scheduled_retries: int = 0
+    attempts: int = 0
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "Stats":
         return cls(result["call_session_id"], result["session_status"], int(result["total"]),
                    int(result["pending"]), int(result["assigned"]), int(result["completed"]),
-                   dict(result["completed_by_outcome"]), tuple(result["holders"]))
+                   dict(result["completed_by_outcome"]), tuple(result["holders"]),
+                   int(result.get("scheduled", 0)), int(result.get("scheduled_callbacks", 0)),
+                   int(result.get("scheduled_retries", 0)), int(result.get("attempts", 0)))
+
+    @property
+    def outstanding(self) -> int:
+        """Students not yet at a final outcome: pending, held, or waiting for a callback or retry."""
+        return self.pending + self.assigned + self.scheduled
+
+
+def parse_moment(value: str | None) -> datetime | None:
+    """An ISO-8601 time from an answer, or None."""
+    return None if value is None else datetime.fromisoformat(value)

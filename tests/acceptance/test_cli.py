@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from devstack.servers import PROJECT_ROOT
@@ -35,6 +37,7 @@ def test_import_next_complete_and_stats_from_the_command_line(stack: Stack, serv
 
     stats = json.loads(producers(server_env, "stats", "--session", session_id, "--json").stdout)
     assert (stats["total"], stats["pending"], stats["completed"]) == (2, 1, 1)
+    assert (stats["scheduled"], stats["attempts"]) == (0, 1)
 
 
 def test_a_rejection_prints_the_structured_error_and_exits_2(stack: Stack, server_env: dict[str, str],
@@ -64,7 +67,6 @@ def test_a_malformed_file_is_refused_before_anything_is_sent(stack: Stack, serve
     assert producers(server_env, "stats", "--session", session_id, "--json").returncode == 2
 
 
-
 def test_batch_commands_follow_the_job_with_a_progress_bar(stack: Stack, server_env: dict[str, str],
                                                            session_id: str, tmp_path: Path) -> None:
     students = tmp_path / "students.csv"
@@ -86,3 +88,55 @@ def test_batch_commands_follow_the_job_with_a_progress_bar(stack: Stack, server_
     reopened = producers(server_env, "reopen", "--session", session_id)
     assert json.loads(reopened.stdout)["reopened_students"] == 10
     assert producers(server_env, "next", "--session", session_id, "--assistant", "alice").returncode == 0
+
+
+def test_campaign_routing_retries_and_a_personal_callback_from_the_command_line(
+        stack: Stack, server_env: dict[str, str], session_id: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "students.csv"
+    csv_file.write_text("student_id,name,language\nA1,Ann,fr\nB2,Bo,\nC3,Cy,de\n")
+    imported = producers(server_env, "import", str(csv_file), "--session", session_id, "--route-by", "language")
+    assert imported.returncode == 0, imported.stderr
+
+    campaign = producers(server_env, "campaign", "--session", session_id, "--retry", "no_answer=3600:2",
+                         "--grace", "60")
+    assert campaign.returncode == 0, campaign.stderr
+    assert json.loads(campaign.stdout) == {
+        "status": "ok", "call_session_id": session_id, "callback_grace_seconds": 60,
+        "retry_rules": {"no_answer": {"delay_seconds": 3600, "max_attempts": 2}}}
+
+    untagged = json.loads(producers(server_env, "next", "--session", session_id, "--assistant", "alice").stdout)
+    assert untagged["student"]["name"] == "Bo"  # Ann (fr) comes first in order, but alice has no skill
+    retried = json.loads(producers(
+        server_env, "complete", "--session", session_id, "--student", untagged["student_id"], "--assistant",
+        "alice", "--token", str(untagged["assignment_token"]), "--outcome", "no_answer").stdout)
+    assert (retried["next"], retried["final"], retried["attempt"]) == ("retry", False, 1)
+    assert retried["next_attempt_at"] is not None
+
+    french = json.loads(producers(server_env, "next", "--session", session_id, "--assistant", "bob",
+                                  "--skill", "es", "--skill", "fr").stdout)
+    assert french["student"]["name"] == "Ann"
+    callback_at = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()
+    called_back = json.loads(producers(
+        server_env, "complete", "--session", session_id, "--student", french["student_id"], "--assistant", "bob",
+        "--token", str(french["assignment_token"]), "--outcome", "call_back_later",
+        "--callback-at", callback_at, "--callback-assistant", "bob").stdout)
+    assert (called_back["next"], called_back["callback_assistant"]) == ("callback", "bob")
+
+    stats = json.loads(producers(server_env, "stats", "--session", session_id, "--json").stdout)
+    assert (stats["scheduled_retries"], stats["attempts"], stats["completed"], stats["total"]) == (1, 2, 0, 3)
+    table = producers(server_env, "stats", "--session", session_id)
+    assert "scheduled retries" in table.stdout and "attempts" in table.stdout
+
+    # Once due, the callback is bob's alone: his press without the fr skill takes Ann, not Cy (de) or anyone.
+    deadline = time.monotonic() + 30
+    while True:
+        again = json.loads(producers(server_env, "next", "--session", session_id, "--assistant", "bob").stdout)
+        if again["status"] == "assigned" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (again["status"], again["student"]["name"]) == ("assigned", "Ann")
+
+    cleared = producers(server_env, "campaign", "--session", session_id, "--no-retries")
+    assert json.loads(cleared.stdout)["retry_rules"] == {}
+    malformed = producers(server_env, "campaign", "--session", session_id, "--retry", "no_answer=soon")
+    assert malformed.returncode == 2 and "OUTCOME=DELAY_SECONDS:MAX_ATTEMPTS" in malformed.stderr

@@ -31,6 +31,26 @@ def alive(pid: int) -> bool:
     return True
 
 
+def summary_figure(output: str, label: str) -> str:
+    found = re.search(rf"{re.escape(label)}\s*│\s*([^│]*?)\s*│", output)
+    assert found, f"no {label!r} line in the summary:\n{output}"
+    return found.group(1)
+
+
+def assert_campaign_summary(output: str, students: int) -> None:
+    """Some calls were retried and some called back (by the assistant who asked), and in the end every
+    student has exactly one final outcome, with every attempt in its history."""
+    retries = int(summary_figure(output, "retries scheduled (no_answer, 2 s later)"))
+    callbacks = int(summary_figure(output, "callbacks scheduled"))
+    kept, asked = map(int, summary_figure(output, "taken by the assistant who asked").split(" of "))
+    assert retries > 0 and callbacks > 0 and kept == asked == callbacks
+    assert int(summary_figure(output, "calls recorded (attempts)")) == students + retries + callbacks
+    assert int(summary_figure(output, "students with a final outcome")) == students
+    for label in ("still pending", "still waiting for a retry or callback", "students given two final outcomes",
+                  "attempts not matching the history"):
+        assert summary_figure(output, label) == "0", label
+
+
 def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
     finished = subprocess.run([sys.executable, "-m", "devstack", "demo", "--students", "300", "--assistants", "8"],
                               capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env=demo_env())
@@ -38,6 +58,7 @@ def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
     assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
     assert re.search(r"completed\s*│\s*300\b", finished.stdout)
     assert re.search(r"Flower: http://127\.0\.0\.1:\d+/tasks", finished.stdout)
+    assert_campaign_summary(finished.stdout, students=300)
     started = pids_in(finished.stdout)
     assert len(started) == 6  # mongod, redis-server, two worker pools, beat, Flower
     assert not [pid for pid in started if alive(pid)]

@@ -380,24 +380,27 @@ def set_campaign(call_session_id: str, retry_rules: dict | None = None,
 
 
 def _retry_rules(value: Any) -> tuple[RetryRule, ...]:
-    """``{outcome: {"delay_seconds", "max_attempts"}}`` as validated rules."""
+    """``{outcome: {"delay_seconds", "max_attempts"}}`` as validated rules; any fault names ``retry_rules``."""
     if not isinstance(value, dict):
         raise InvalidArgument("retry_rules must be an object of outcome -> rule", argument="retry_rules")
     if len(value) > app.settings.max_retry_rules:
         raise TooLarge(f"retry_rules has more than {app.settings.max_retry_rules} outcomes", argument="retry_rules")
-    rules = []
-    for outcome, rule in value.items():
-        label = f"retry_rules[{outcome!r}]"
-        require_id("retry_rules outcome", outcome, _limit())
-        if not isinstance(rule, dict) or set(rule) != {"delay_seconds", "max_attempts"}:
-            raise InvalidArgument(f"{label} must be {{\"delay_seconds\": n, \"max_attempts\": n}}",
-                                  argument="retry_rules")
-        rules.append(RetryRule(
-            outcome,
-            require_int(f"{label}.delay_seconds", rule["delay_seconds"], 0, app.settings.max_schedule_ahead_seconds),
-            require_int(f"{label}.max_attempts", rule["max_attempts"], 1, app.settings.max_attempts_limit),
-        ))
-    return tuple(rules)
+    try:
+        return tuple(_retry_rule(outcome, rule) for outcome, rule in value.items())
+    except Rejected as exc:
+        raise type(exc)(exc.message, argument="retry_rules") from None
+
+
+def _retry_rule(outcome: str, rule: Any) -> RetryRule:
+    label = f"retry_rules[{outcome!r}]"
+    require_id("an outcome in retry_rules", outcome, _limit())
+    if not isinstance(rule, dict) or set(rule) != {"delay_seconds", "max_attempts"}:
+        raise InvalidArgument(f'{label} must be {{"delay_seconds": n, "max_attempts": n}}')
+    return RetryRule(
+        outcome,
+        require_int(f"{label}.delay_seconds", rule["delay_seconds"], 0, app.settings.max_schedule_ahead_seconds),
+        require_int(f"{label}.max_attempts", rule["max_attempts"], 1, app.settings.max_attempts_limit),
+    )
 
 
 @callqueue_task("callqueue.release_assistant", acks_late=True, reject_on_worker_lost=True)

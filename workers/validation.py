@@ -101,7 +101,10 @@ def require_moment(name: str, value: Any) -> datetime:
                               f"got {text!r}", argument=name) from None
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidArgument(f"{name} must carry a time zone (Z or an offset such as +01:00)", argument=name)
-    moment = moment.astimezone(timezone.utc)
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidArgument(f"{name} is out of range, got {text!r}", argument=name) from None
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 

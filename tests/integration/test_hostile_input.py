@@ -10,6 +10,7 @@ of timing out.
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 import json
 import re
 import uuid
@@ -32,11 +33,12 @@ from workers.exceptions import InvalidArgument, NotHolder, UnknownStudent
 
 # task name -> (parameters in order, statuses of an accepted call)
 TASKS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
-    "callqueue.import_students": (("call_session_id", "students", "session_name"), frozenset({"imported"})),
-    "callqueue.assign_next_student": (("call_session_id", "assistant_id", "request_id"),
+    "callqueue.import_students": (("call_session_id", "students", "session_name", "route_by"),
+                                  frozenset({"imported"})),
+    "callqueue.assign_next_student": (("call_session_id", "assistant_id", "request_id", "skills"),
                                       frozenset({"assigned", "exhausted"})),
-    "callqueue.complete_student": (("call_session_id", "student_id", "assistant_id", "outcome", "assignment_token"),
-                                   frozenset({"completed"})),
+    "callqueue.complete_student": (("call_session_id", "student_id", "assistant_id", "outcome", "assignment_token",
+                                    "callback_at", "callback_assistant"), frozenset({"completed"})),
     "callqueue.release_student": (("call_session_id", "student_id", "assistant_id", "assignment_token"),
                                   frozenset({"released"})),
     "callqueue.session_stats": (("call_session_id",), frozenset({"ok"})),
@@ -48,6 +50,8 @@ TASKS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "callqueue.complete_batch": (("items",), frozenset({"done"})),
     "callqueue.close_session": (("call_session_id", "outcome", "force"), frozenset({"closed"})),
     "callqueue.reopen_session": (("call_session_id",), frozenset({"open"})),
+    "callqueue.set_campaign": (("call_session_id", "retry_rules", "callback_grace_seconds"), frozenset({"ok"})),
+    "callqueue.promote_due": ((), frozenset({"ok"})),
 }
 REJECTION_CODES = frozenset({
     "invalid_argument", "missing_argument", "too_large", "unknown_session", "session_closed", "unknown_student",
@@ -56,6 +60,7 @@ REJECTION_CODES = frozenset({
 })
 OPERATORS: list[Any] = [{"$ne": None}, {"$gt": ""}, {"$where": "sleep(1000)"}]
 DEEP_ENOUGH_TO_ENCODE = 600
+IN_A_MONTH = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
 TEN_THOUSAND = 10_000
 MILLION = 1_000_000
 
@@ -87,6 +92,13 @@ ID_FIELDS: list[tuple[str, str]] = [
     ("callqueue.close_session", "call_session_id"),
     ("callqueue.close_session", "outcome"),
     ("callqueue.reopen_session", "call_session_id"),
+    ("callqueue.import_students", "route_by"),
+    ("callqueue.import_students", "students[0].language"),
+    ("callqueue.complete_student", "callback_at"),
+    ("callqueue.complete_student", "callback_assistant"),
+    ("callqueue.set_campaign", "call_session_id"),
+    ("callqueue.complete_batch", "items[0].callback_at"),
+    ("callqueue.complete_batch", "items[0].callback_assistant"),
 ]
 TOKEN_FIELDS: list[tuple[str, str]] = [
     ("callqueue.complete_student", "assignment_token"),
@@ -94,6 +106,9 @@ TOKEN_FIELDS: list[tuple[str, str]] = [
     ("callqueue.heartbeat", "assignment_token"),
     ("callqueue.complete_batch", "items[0].assignment_token"),
     ("callqueue.set_lease", "lease_seconds"),
+    ("callqueue.set_campaign", "retry_rules"),
+    ("callqueue.set_campaign", "callback_grace_seconds"),
+    ("callqueue.assign_next_student", "skills"),
 ]
 TEXT_FIELDS: list[tuple[str, str]] = [("callqueue.import_students", "session_name")]
 
@@ -144,11 +159,12 @@ def base_call(task: str, seeded: Seeded) -> dict[str, Any]:
     hold = {"call_session_id": session, "student_id": held.student_id, "assistant_id": "alice",
             "assignment_token": held.assignment_token}
     return copy.deepcopy({
-        "callqueue.import_students": {"call_session_id": session, "session_name": "Evening",
-                                      "students": [{"student_id": "new-1", "name": "New"}]},
+        "callqueue.import_students": {"call_session_id": session, "session_name": "Evening", "route_by": "language",
+                                      "students": [{"student_id": "new-1", "name": "New", "language": "es"}]},
         "callqueue.assign_next_student": {"call_session_id": session, "assistant_id": "bob",
-                                          "request_id": f"{session}-bob-1"},
-        "callqueue.complete_student": {**hold, "outcome": "reached"},
+                                          "request_id": f"{session}-bob-1", "skills": ["es", "fr"]},
+        "callqueue.complete_student": {**hold, "outcome": "call_back", "callback_at": IN_A_MONTH,
+                                       "callback_assistant": "alice"},
         "callqueue.release_student": hold,
         "callqueue.session_stats": {"call_session_id": session},
         "callqueue.set_lease": {"call_session_id": session, "lease_seconds": 60},
@@ -158,6 +174,9 @@ def base_call(task: str, seeded: Seeded) -> dict[str, Any]:
         "callqueue.close_session": {"call_session_id": session, "outcome": "session_closed", "force": False},
         "callqueue.reopen_session": {"call_session_id": session},
         "callqueue.reclaim_expired": {},
+        "callqueue.set_campaign": {"call_session_id": session, "callback_grace_seconds": 60,
+                                   "retry_rules": {"no_answer": {"delay_seconds": 60, "max_attempts": 2}}},
+        "callqueue.promote_due": {},
     }[task])
 
 
@@ -272,6 +291,18 @@ def plausible(seeded: Seeded) -> dict[str, st.SearchStrategy[Any]]:
         "lease_seconds": st.one_of(st.none(), st.integers(1, 3600)),
         "items": st.lists(st.one_of(item, JSON_VALUES), min_size=1, max_size=3),
         "force": st.booleans(),
+        "route_by": st.one_of(st.none(), st.sampled_from(["name", "language", "student_id", "a.b"])),
+        "skills": st.one_of(st.none(), st.lists(st.sampled_from(["es", "fr", "$ne", "a.b", ""]), max_size=3)),
+        "callback_at": st.one_of(st.none(), st.sampled_from(
+            [IN_A_MONTH, "2026-01-01T00:00:00Z", "2030-01-01T09:00:00", "tomorrow",
+             "0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"])),
+        "callback_assistant": st.one_of(st.none(), assistants),
+        "retry_rules": st.one_of(st.none(), st.dictionaries(
+            st.sampled_from(["no_answer", "busy", "$ne", "a.b"]),
+            st.one_of(st.fixed_dictionaries({"delay_seconds": st.integers(-1, 90),
+                                             "max_attempts": st.integers(0, 4)}), JSON_VALUES),
+            max_size=2)),
+        "callback_grace_seconds": st.one_of(st.none(), st.integers(-1, 600)),
     }
 
 

@@ -13,7 +13,6 @@ import functools
 import inspect
 import math
 import time
-from datetime import timedelta
 from typing import Any, Callable
 
 from celery import Task
@@ -21,18 +20,18 @@ from celery.exceptions import Reject, Retry
 from celery.signals import worker_process_shutdown
 
 from workers.app import BATCH_QUEUE, app
-from workers.store import AssignmentStore, NewStudent, plan_for, utcnow
+from workers.store import AssignmentStore, NewStudent, plan_for
 from workers.eventlog import log_event
 from workers.metrics import counter_buffer, flush_all
 from workers.exceptions import (
-    FailoverInProgress, InfrastructureError, InvalidArgument, MissingArgument, Rejected, TooLarge,
+    FailoverInProgress, InfrastructureError, InvalidArgument, MissingArgument, Rejected,
 )
-from workers.models import BatchItem, Callback, RetryRule
+from workers.models import BatchItem
 from workers.session_cache import OpenSessionCache
 from workers.mongo import get_database
 from workers.validation import (
-    optional_id, require_document, require_id, require_ids, require_int, require_list, require_moment,
-    require_text, require_token,
+    optional_callback, optional_id, require_document, require_id, require_ids, require_int, require_list,
+    require_retry_rules, require_text, require_token,
 )
 
 Result = dict[str, Any]
@@ -232,7 +231,8 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
     session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
                                                               assignment_token)
     result = require_id("outcome", outcome, _limit())
-    callback = _callback("", callback_at, callback_assistant)
+    callback = optional_callback("", callback_at, callback_assistant, _limit(),
+                                 app.settings.max_schedule_ahead_seconds)
     request = _current_request_id()
     store = _store()
     plan = plan_for(_open_sessions.known_session(store, session_id), result, callback,
@@ -242,21 +242,6 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
            outcome=result, attempt=completion.attempt, next=completion.next, request_id=request,
            duration_ms=_ms(started), also_count=(f"completed_{completion.next}",))
     return completion.to_result()
-
-
-def _callback(label: str, callback_at: Any, callback_assistant: Any) -> Callback | None:
-    """The callback a completion asks for, or None; ``callback_assistant`` needs ``callback_at``."""
-    assistant = optional_id(f"{label}callback_assistant", callback_assistant, _limit())
-    if callback_at is None:
-        if assistant is not None:
-            raise InvalidArgument(f"{label}callback_assistant needs {label}callback_at",
-                                  argument=f"{label}callback_assistant")
-        return None
-    moment = require_moment(f"{label}callback_at", callback_at)
-    if moment > utcnow() + timedelta(seconds=app.settings.max_schedule_ahead_seconds):
-        raise InvalidArgument(f"{label}callback_at is more than {app.settings.max_schedule_ahead_seconds} "
-                              "seconds ahead", argument=f"{label}callback_at")
-    return Callback(moment, assistant)
 
 
 @callqueue_task("callqueue.release_student", acks_late=True, reject_on_worker_lost=True)
@@ -346,19 +331,20 @@ def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignme
 @callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True)
 def reclaim_expired() -> Result:
     """Return every student whose lease ran out to the pool (run by beat)."""
-    reclaimed = _store().reclaim_expired()
-    if reclaimed:
-        report("reclaimed", amount=reclaimed, count=reclaimed)
-    return {"status": "ok", "reclaimed": reclaimed}
+    return _beat_job_result("reclaimed", _store().reclaim_expired())
 
 
 @callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True)
 def promote_due() -> Result:
     """Return students whose callback or retry time has come to the pool (run by beat)."""
-    promoted = _store().promote_due()
-    if promoted:
-        report("promoted", amount=promoted, count=promoted)
-    return {"status": "ok", "promoted": promoted}
+    return _beat_job_result("promoted", _store().promote_due())
+
+
+def _beat_job_result(event: str, count: int) -> Result:
+    """Count what a scheduled job moved (when it moved anything) and answer ``{"status": "ok", event: count}``."""
+    if count:
+        report(event, amount=count, count=count)
+    return {"status": "ok", event: count}
 
 
 @callqueue_task("callqueue.set_campaign")
@@ -371,36 +357,14 @@ def set_campaign(call_session_id: str, retry_rules: dict | None = None,
     argument left out (or null) keeps what the session has.
     """
     session_id = require_id("call_session_id", call_session_id, _limit())
-    rules = None if retry_rules is None else _retry_rules(retry_rules)
+    rules = None if retry_rules is None else require_retry_rules(
+        retry_rules, _limit(), app.settings.max_retry_rules, app.settings.max_schedule_ahead_seconds,
+        app.settings.max_attempts_limit)
     grace = None if callback_grace_seconds is None else require_int(
         "callback_grace_seconds", callback_grace_seconds, 0, app.settings.max_schedule_ahead_seconds)
     session = _store().set_campaign(session_id, rules, grace)
     report("campaign_set", session=session_id, rules=len(session.retry_rules))
     return session.campaign_result(app.settings.callback_grace_seconds)
-
-
-def _retry_rules(value: Any) -> tuple[RetryRule, ...]:
-    """``{outcome: {"delay_seconds", "max_attempts"}}`` as validated rules; any fault names ``retry_rules``."""
-    if not isinstance(value, dict):
-        raise InvalidArgument("retry_rules must be an object of outcome -> rule", argument="retry_rules")
-    if len(value) > app.settings.max_retry_rules:
-        raise TooLarge(f"retry_rules has more than {app.settings.max_retry_rules} outcomes", argument="retry_rules")
-    try:
-        return tuple(_retry_rule(outcome, rule) for outcome, rule in value.items())
-    except Rejected as exc:
-        raise type(exc)(exc.message, argument="retry_rules") from None
-
-
-def _retry_rule(outcome: str, rule: Any) -> RetryRule:
-    label = f"retry_rules[{outcome!r}]"
-    require_id("an outcome in retry_rules", outcome, _limit())
-    if not isinstance(rule, dict) or set(rule) != {"delay_seconds", "max_attempts"}:
-        raise InvalidArgument(f'{label} must be {{"delay_seconds": n, "max_attempts": n}}')
-    return RetryRule(
-        outcome,
-        require_int(f"{label}.delay_seconds", rule["delay_seconds"], 0, app.settings.max_schedule_ahead_seconds),
-        require_int(f"{label}.max_attempts", rule["max_attempts"], 1, app.settings.max_attempts_limit),
-    )
 
 
 @callqueue_task("callqueue.release_assistant", acks_late=True, reject_on_worker_lost=True)
@@ -488,5 +452,6 @@ def _batch_item(index: int, item: Any) -> BatchItem:
         outcome=require_id(f"{label}.outcome", item.get("outcome"), _limit()),
         assistant_id=assistant,
         assignment_token=None if token is None else require_token(f"{label}.assignment_token", token),
-        callback=_callback(f"{label}.", item.get("callback_at"), item.get("callback_assistant")),
+        callback=optional_callback(f"{label}.", item.get("callback_at"), item.get("callback_assistant"), _limit(),
+                                   app.settings.max_schedule_ahead_seconds),
     )

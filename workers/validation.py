@@ -8,10 +8,11 @@ Each check raises a ``Rejected`` subclass that names the argument.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from workers.exceptions import InvalidArgument, TooLarge
+from workers.exceptions import InvalidArgument, Rejected, TooLarge
+from workers.models import Callback, RetryRule
 
 MAX_NESTING_DEPTH = 8
 
@@ -116,6 +117,51 @@ def require_ids(name: str, value: Any, max_length: int, max_items: int) -> tuple
         raise TooLarge(f"{name} has {len(value)} items, more than {max_items}", argument=name)
     ids = [require_id(f"{name}[{index}]", item, max_length) for index, item in enumerate(value)]
     return tuple(dict.fromkeys(ids))
+
+
+def optional_callback(label: str, callback_at: Any, callback_assistant: Any, max_id_length: int,
+                      max_ahead_seconds: int) -> Callback | None:
+    """The callback a completion asks for, or None.
+
+    ``callback_at`` (see ``require_moment``) may be in the past (due at once)
+    but at most ``max_ahead_seconds`` ahead; ``callback_assistant`` needs it.
+    ``label`` prefixes the argument names (a batch item's ``items[3].``).
+    """
+    assistant = optional_id(f"{label}callback_assistant", callback_assistant, max_id_length)
+    if callback_at is None:
+        if assistant is not None:
+            raise InvalidArgument(f"{label}callback_assistant needs {label}callback_at",
+                                  argument=f"{label}callback_assistant")
+        return None
+    moment = require_moment(f"{label}callback_at", callback_at)
+    if moment > datetime.now(timezone.utc) + timedelta(seconds=max_ahead_seconds):
+        raise InvalidArgument(f"{label}callback_at is more than {max_ahead_seconds} seconds ahead",
+                              argument=f"{label}callback_at")
+    return Callback(moment, assistant)
+
+
+def require_retry_rules(value: Any, max_id_length: int, max_rules: int, max_delay_seconds: int,
+                        max_attempts: int) -> tuple[RetryRule, ...]:
+    """``{outcome: {"delay_seconds", "max_attempts"}}`` as rules; every fault names the argument ``retry_rules``."""
+    if not isinstance(value, dict):
+        raise InvalidArgument("retry_rules must be an object of outcome -> rule", argument="retry_rules")
+    if len(value) > max_rules:
+        raise TooLarge(f"retry_rules has more than {max_rules} outcomes", argument="retry_rules")
+    try:
+        return tuple(_retry_rule(outcome, rule, max_id_length, max_delay_seconds, max_attempts)
+                     for outcome, rule in value.items())
+    except Rejected as exc:
+        raise type(exc)(exc.message, argument="retry_rules") from None
+
+
+def _retry_rule(outcome: str, rule: Any, max_id_length: int, max_delay_seconds: int,
+                max_attempts: int) -> RetryRule:
+    label = f"retry_rules[{outcome!r}]"
+    require_id("an outcome in retry_rules", outcome, max_id_length)
+    if not isinstance(rule, dict) or set(rule) != {"delay_seconds", "max_attempts"}:
+        raise InvalidArgument(f'{label} must be {{"delay_seconds": n, "max_attempts": n}}')
+    return RetryRule(outcome, require_int(f"{label}.delay_seconds", rule["delay_seconds"], 0, max_delay_seconds),
+                     require_int(f"{label}.max_attempts", rule["max_attempts"], 1, max_attempts))
 
 
 def _check_keys(name: str, value: Any, depth: int) -> None:

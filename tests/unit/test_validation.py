@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from workers.exceptions import InvalidArgument, TooLarge
-from workers.validation import require_document, require_id, require_list, require_token
+from workers.models import Callback, RetryRule
+from workers.validation import (
+    optional_callback, require_document, require_id, require_list, require_retry_rules, require_token,
+)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
@@ -77,3 +82,33 @@ def test_any_json_value_is_accepted_as_an_id_only_if_it_is_a_usable_string(value
     except InvalidArgument:
         return
     assert isinstance(accepted, str) and accepted.strip() and not accepted.startswith("$")
+
+
+def test_retry_rules_become_rules_and_every_fault_names_the_argument() -> None:
+    rules = require_retry_rules({"no_answer": {"delay_seconds": 60, "max_attempts": 3}}, 128, 50, 3600, 10)
+    assert rules == (RetryRule("no_answer", 60, 3),)
+    assert require_retry_rules({}, 128, 50, 3600, 10) == ()
+    for bad in ([], {"$ne": {"delay_seconds": 1, "max_attempts": 1}}, {"busy": {"delay_seconds": 1}},
+                {"busy": {"delay_seconds": -1, "max_attempts": 1}}, {"busy": {"delay_seconds": 1, "max_attempts": 0}},
+                {"busy": {"delay_seconds": 3601, "max_attempts": 1}}, {"busy": {"delay_seconds": 1, "max_attempts": 11}},
+                {"busy": {"delay_seconds": True, "max_attempts": 1}}, {"busy": "60:3"}):
+        with pytest.raises(InvalidArgument) as refused:
+            require_retry_rules(bad, 128, 50, 3600, 10)
+        assert refused.value.details == {"argument": "retry_rules"}, bad
+    with pytest.raises(TooLarge):
+        require_retry_rules({f"o{n}": {"delay_seconds": 1, "max_attempts": 1} for n in range(3)}, 128, 2, 3600, 10)
+
+
+def test_a_callback_needs_a_zoned_time_not_too_far_ahead() -> None:
+    soon = datetime.now(timezone.utc) + timedelta(hours=1)
+    callback = optional_callback("", soon.isoformat(), "alice", 128, 86_400)
+    assert callback == Callback(soon.replace(microsecond=soon.microsecond // 1000 * 1000), "alice")
+    assert optional_callback("", None, None, 128, 86_400) is None
+    assert optional_callback("", "2020-01-01T00:00:00Z", None, 128, 86_400).at.year == 2020  # due at once
+    refusals = [(None, "alice", "callback_assistant"), ("2026-11-28T17:00:00", None, "callback_at"),
+                ("5 pm", None, "callback_at"), ((soon + timedelta(days=2)).isoformat(), None, "callback_at"),
+                ("0001-01-01T00:00:00+05:00", None, "callback_at"), (soon.isoformat(), "$ne", "callback_assistant")]
+    for at, assistant, argument in refusals:
+        with pytest.raises(InvalidArgument) as refused:
+            optional_callback("items[2].", at, assistant, 128, 86_400)
+        assert refused.value.details == {"argument": f"items[2].{argument}"}, (at, assistant)

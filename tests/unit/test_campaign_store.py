@@ -10,7 +10,9 @@ from pymongo.database import Database
 
 from workers.exceptions import AlreadyCompleted
 from workers.models import Assignment, BatchItem, CallSession, Callback, RetryRule
-from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, plan_for, utcnow
+from workers.store import (
+    CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes, plan_for, utcnow,
+)
 from workers.store.documents import CLAIM_ORDER, WAKE_INDEX, claim_filter, claim_lanes
 
 TAGS = ("es", "fr", "de", "pt", "it")
@@ -228,3 +230,19 @@ def test_a_completion_plan_follows_the_session_rules() -> None:
     assert plan_for(session, "reached", None, 600).rule is None
     closed = CallSession("s", "s", "closed", None, retry_rules=RETRY_NO_ANSWER)
     assert plan_for(closed, "no_answer", Callback(utcnow()), 600) == CompletionPlan("no_answer")
+
+
+def test_a_database_from_before_lanes_is_upgraded_once_and_its_students_stay_claimable(
+        engine_database: Database) -> None:
+    students = engine_database[STUDENTS]
+    students.create_index([("call_session_id", 1), ("filter_status", 1), ("assigned_to", 1), ("priority", -1),
+                           ("position", 1)], name="claim_order")
+    engine_database["call_sessions"].insert_one({"_id": "old", "name": "old", "status": "open"})
+    students.insert_many([{"_id": f"old:s{n}", "call_session_id": "old", "student": {"n": n}, "priority": 0,
+                           "position": n, "filter_status": "", "assigned_to": None, "assignment_token": 0,
+                           "history": []} for n in range(3)])
+    ensure_indexes(engine_database)
+    assert "claim_order" not in students.index_information() and CLAIM_INDEX in students.index_information()
+    store = AssignmentStore(engine_database)
+    assert [claim(store, "old", f"a{n}", f"r{n}").student["n"] for n in range(3)] == [0, 1, 2]
+    ensure_indexes(engine_database)  # a second start finds nothing to upgrade

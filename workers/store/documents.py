@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from workers.exceptions import AlreadyCompleted, NotAssigned, NotHolder, Rejected, StaleToken
@@ -67,7 +68,7 @@ def ensure_indexes(database: Database) -> None:
     """
     students = database.get_collection(STUDENTS, write_concern=WRITE_CONCERN)
     if RETIRED_CLAIM_INDEX in students.index_information():
-        students.drop_index(RETIRED_CLAIM_INDEX)
+        _upgrade_to_lanes(students)
     students.create_indexes([
         IndexModel(
             [("call_session_id", ASCENDING), ("filter_status", ASCENDING),
@@ -89,6 +90,17 @@ def ensure_indexes(database: Database) -> None:
     database.get_collection(SESSIONS, write_concern=WRITE_CONCERN).create_indexes([
         IndexModel([("status", ASCENDING)], name=SESSION_STATUS_INDEX),
     ])
+
+
+def _upgrade_to_lanes(students: Collection) -> None:
+    """Once, on a database from before lanes: put every student in the untagged lane, drop the old index.
+
+    Only a database that still has the old claim index gets here, so the
+    collection is read in full once, at the first start after the upgrade.
+    """
+    students.update_many({"lane": {"$exists": False}},
+                         [{"$set": {"route": "", "lane": ROUTE_LANE, "rank": POOL_RANK}}])
+    students.drop_index(RETIRED_CLAIM_INDEX)
 
 
 @dataclass(frozen=True)

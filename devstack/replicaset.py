@@ -193,9 +193,10 @@ class ReplicaSet:
         with _direct(member, timeout_ms=2000) as client:
             return int(client.admin.command("serverStatus")["metrics"]["document"]["updated"])
 
-    def wait_for_updates(self, member: MongoServer, count: int, timeout_seconds: float = 60.0) -> None:
-        """Block until ``member`` has updated ``count`` more documents: writes are flowing to it."""
-        start = self.updates(member)
+    def wait_for_updates(self, member: MongoServer, count: int, timeout_seconds: float = 60.0,
+                         since: int | None = None) -> None:
+        """Block until ``member`` has updated ``count`` more documents than ``since`` (default: now)."""
+        start = self.updates(member) if since is None else since
         wait_until(lambda: self.updates(member) - start >= count, timeout_seconds,
                    f"{count} updates on port {member.port}")
 

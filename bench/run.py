@@ -16,7 +16,7 @@ from bench.data import fresh_ours, fresh_seed_style, seed_session, settle
 from bench.engine import OURS, SEED_STYLE, ClaimResult, measure_claims, merge_claims
 from bench.integrity import Answer, IntegrityReport
 from bench.openloop import OpenLoopConfig, OpenLoopResults, open_loop_part
-from bench.pool import PROCESSES, THREADS, DeskPool
+from bench.pool import PROCESSES, THREADS, BenchError, DeskPool
 from bench.servers import BenchServers, WorkerOptions
 from bench.sessions import (
     HugeSessionsResults, ManySessionsResults, SessionsConfig, huge_sessions_part, many_sessions_part,
@@ -268,6 +268,9 @@ def celery_part(pool: DeskPool, servers: BenchServers, mongo: MongoClient, confi
             result = measure_calls(pool, servers.environ(), task, sessions[task], config.celery_callers,
                                    config.celery_caller_processes, seconds, label, window_meter)
             answers[task].extend(result.answers)
+            failed = {status: count for status, count in result.statuses.items() if status.startswith("error:")}
+            if failed:
+                raise BenchError(f"{task} failed in window {label}: {failed}; see the worker log")
             if window_meter is not None:
                 results.celery.setdefault(task, []).append(result)
                 _say_call(result, say)

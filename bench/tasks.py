@@ -26,6 +26,7 @@ from typing import Any
 
 from workers.app import app
 from workers.store import AssignmentStore, utcnow
+from workers.store.documents import claim_lanes
 from workers.models import Assignment, CallSession
 from workers.mongo import get_database
 
@@ -53,7 +54,8 @@ def claim_only(call_session_id: str, assistant_id: str, request_id: str | None =
     """One atomic claim for ``assistant_id`` and the same result shape as the real task."""
     store = AssignmentStore(get_database(app.settings))
     session = CallSession(id=call_session_id, name=call_session_id, status="open", created_at=None)
-    document = store._claim(session, assistant_id, request_id or assistant_id, utcnow())
+    lanes = claim_lanes(assistant_id, ())
+    document = store._claim(session, assistant_id, request_id or assistant_id, lanes, utcnow())
     if document is None:
         return {"status": "exhausted", "call_session_id": call_session_id}
     return Assignment.from_document(document).to_result()

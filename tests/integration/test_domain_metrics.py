@@ -75,3 +75,26 @@ def test_exporter_counts_claims_rejections_and_session_figures(exporter: str, cl
     assert after[f'callqueue_session_students{{call_session_id="{session_id}",state="assigned"}}'] == 3
     assert after[f'callqueue_session_assistants_holding{{call_session_id="{session_id}"}}'] == 3
     assert not [name for name in after if re.search(r"password|secret", name)]
+
+
+def test_exporter_tells_final_completions_from_retries_and_shows_scheduled_students(
+        exporter: str, client: AssignmentClient, session_id: str) -> None:
+    seed(client, session_id, 3)
+    client.set_campaign(session_id, retry_rules={"no_answer": {"delay_seconds": 3600, "max_attempts": 2}})
+    time.sleep(FLUSH_INTERVAL_SECONDS * 1.5)  # counts of earlier tests have landed
+    before = scrape(exporter)
+    for assistant, outcome in (("a", "no_answer"), ("b", "no_answer"), ("c", "reached")):
+        held = client.assign_next(session_id, assistant)
+        client.complete(session_id, held.student_id, assistant, outcome, held.assignment_token)
+
+    retried, final = 'callqueue_events_total{event="completed_retry"}', 'callqueue_events_total{event="completed_final"}'
+
+    def gain(figures: dict[str, float], name: str) -> float:
+        return figures.get(name, 0.0) - before.get(name, 0.0)
+
+    after = scrape_until(exporter, lambda now: gain(now, retried) >= 2 and gain(now, final) >= 1,
+                         FLUSH_INTERVAL_SECONDS * 3)
+    assert (gain(after, retried), gain(after, final)) == (2, 1)
+    assert after[f'callqueue_session_students{{call_session_id="{session_id}",state="scheduled_retry"}}'] == 2
+    assert after[f'callqueue_session_students{{call_session_id="{session_id}",state="completed"}}'] == 1
+    assert after[f'callqueue_session_attempts{{call_session_id="{session_id}"}}'] == 3

@@ -79,7 +79,7 @@ def test_a_personal_callback_comes_back_on_time_and_to_its_assistant_first(
     release(client, early)
     students = app_database[STUDENTS]
     due_monotonic = time.monotonic() + (due - datetime.now(timezone.utc)).total_seconds()
-    promoted = wait_until(lambda: students.find_one({"_id": held["student_id"]})["lane"] == "p:alice",
+    promoted = wait_until(lambda: students.find_one({"_id": held["student_id"]})["lane"] == "u:alice",
                           seconds=10, what="the callback's promotion")
     assert promoted - due_monotonic <= PROMOTE_INTERVAL_SECONDS + 1.5
     by_bob = press(client, session_id, "bob")

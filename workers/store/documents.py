@@ -34,9 +34,12 @@ LEASE_INDEX = "lease_expiry"
 SESSION_CHUNK = 1000
 
 # A pending student's lane says who may claim it; a claim names the lanes it may take from.
+# Personal lanes sort after the others on purpose: a press's personal range is usually empty, and
+# MongoDB's seek into an empty range walks on to the next index keys. After the pool's lanes those are
+# quiet; before them they would be the pool's head, where every claim leaves a deleted key behind.
 ROUTE_LANE = "r:"       # + the routing tag ("" for untagged): the shared pool
-PERSONAL_LANE = "p:"    # + an assistant id: a due personal callback, only for that assistant
 SCHEDULED_LANE = "s:"   # waiting for a callback time or a retry delay: nobody may claim it
+PERSONAL_LANE = "u:"    # + an assistant id: a due personal callback, only for that assistant
 PERSONAL_RANK = 0       # a due personal callback comes before everything else for its assistant
 POOL_RANK = 1           # everyone else: by priority, then position
 
@@ -72,7 +75,7 @@ def ensure_indexes(database: Database) -> None:
     students.create_indexes([
         IndexModel(
             [("call_session_id", ASCENDING), ("filter_status", ASCENDING),
-             ("assigned_to", ASCENDING), ("lane", ASCENDING), *CLAIM_ORDER],
+             ("lane", ASCENDING), ("assigned_to", ASCENDING), *CLAIM_ORDER],
             name=CLAIM_INDEX,
         ),
         IndexModel([("wake_at", ASCENDING)], name=WAKE_INDEX,

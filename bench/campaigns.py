@@ -193,8 +193,8 @@ def keys_examined(database: Database, desks: Desks) -> float:
     """Index keys the claim's plan examines (``explain``, nothing claimed), averaged over the assistants."""
     counts = []
     for assistant, skills in desks.pressing():
-        cursor = database[STUDENTS].find(claim_filter(desks.session_id, claim_lanes(assistant, skills),
-                                                      "bench-explain"),
+        lanes = claim_lanes(assistant, skills, personal=False)
+        cursor = database[STUDENTS].find(claim_filter(desks.session_id, lanes, "bench-explain"),
                                          {"_id": 1}, sort=CLAIM_ORDER, hint=CLAIM_INDEX, limit=1)
         counts.append(cursor.explain()["executionStats"]["totalKeysExamined"])
     return sum(counts) / len(counts)

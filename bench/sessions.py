@@ -366,7 +366,7 @@ def explain_claim(database: Database, session_id: str) -> dict[str, Any]:
     ``keysExamined`` counts live keys only; deleted keys the walk stepped
     over show in the time and in ``claim_index_cursor``'s skipped entries.
     """
-    query = claim_filter(session_id, claim_lanes("bench-explain", ()), "bench-explain")
+    query = claim_filter(session_id, claim_lanes("bench-explain", (), personal=False), "bench-explain")
     cursor = database[STUDENTS].find(query, {"_id": 1}, sort=CLAIM_ORDER, hint=CLAIM_INDEX, limit=1)
     before = claim_index_cursor(database).get(SKIPPED_STAT, 0)
     stats = cursor.explain()["executionStats"]

@@ -54,7 +54,7 @@ def claim_only(call_session_id: str, assistant_id: str, request_id: str | None =
     """One atomic claim for ``assistant_id`` and the same result shape as the real task."""
     store = AssignmentStore(get_database(app.settings))
     session = CallSession(id=call_session_id, name=call_session_id, status="open", created_at=None)
-    lanes = claim_lanes(assistant_id, ())
+    lanes = claim_lanes(assistant_id, (), personal=False)  # as the real claim in a session without them
     document = store._claim(session, assistant_id, request_id or assistant_id, lanes, utcnow())
     if document is None:
         return {"status": "exhausted", "call_session_id": call_session_id}

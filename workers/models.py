@@ -45,6 +45,7 @@ class CallSession:
     closed_outcome: str | None = None
     retry_rules: tuple[RetryRule, ...] = ()
     callback_grace_seconds: int | None = None
+    personal_callbacks: bool = False
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
@@ -57,6 +58,7 @@ class CallSession:
             closed_outcome=document.get("closed_outcome"),
             retry_rules=tuple(RetryRule(**rule) for rule in document.get("retry_rules") or ()),
             callback_grace_seconds=document.get("callback_grace_seconds"),
+            personal_callbacks=bool(document.get("personal_callbacks")),
         )
 
     @property

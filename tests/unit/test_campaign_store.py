@@ -246,3 +246,21 @@ def test_a_database_from_before_lanes_is_upgraded_once_and_its_students_stay_cla
     store = AssignmentStore(engine_database)
     assert [claim(store, "old", f"a{n}", f"r{n}").student["n"] for n in range(3)] == [0, 1, 2]
     ensure_indexes(engine_database)  # a second start finds nothing to upgrade
+
+
+def test_presses_name_the_personal_lane_only_once_the_session_has_personal_callbacks(
+        store: AssignmentStore) -> None:
+    store.import_students("s", None, [NewStudent({"n": n}, key=f"s{n}") for n in range(3)])
+    store.import_students("t", None, [NewStudent({"n": n}, key=f"s{n}") for n in range(2)])
+    assert not store.require_session("s").personal_callbacks
+    assert claim_lanes("alice", ("es",), personal=False) == ["r:", "r:es"]
+    held = claim(store, "s", "alice", "r1")
+    complete(store, held, "call_back_later", Callback(utcnow() + timedelta(hours=1), None))
+    assert not store.require_session("s").personal_callbacks  # a callback for anyone needs no personal lane
+    held = claim(store, "s", "alice", "r2")
+    complete(store, held, "call_back_later", Callback(utcnow() + timedelta(hours=1), "alice"))
+    assert store.require_session("s").personal_callbacks
+    ids = [d["_id"] for d in store.students.find({"call_session_id": "t"}, {"_id": 1})]
+    item = BatchItem(0, "t", ids[0], "call_back_later", callback=Callback(utcnow() + timedelta(hours=1), "bob"))
+    store.complete_batch([item], "job-1", default_grace_seconds=600)
+    assert store.require_session("t").personal_callbacks

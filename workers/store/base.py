@@ -50,6 +50,16 @@ class StoreStage:
         return [CallSession.from_document(document)
                 for document in self.sessions.find({"status": "open"}).limit(limit)]
 
+    def note_personal_callbacks(self, session_ids: list[str]) -> None:
+        """Mark the sessions as having personal callbacks, before one is scheduled.
+
+        From then on their presses also name their assistant's personal lane
+        (``CallSession.personal_callbacks``); workers see the mark within
+        their session cache time. The mark is never removed.
+        """
+        self.sessions.update_many({"_id": {"$in": session_ids}, "personal_callbacks": {"$ne": True}},
+                                  {"$set": {"personal_callbacks": True}})
+
     def require_session(self, session_id: str) -> CallSession:
         """The session; ``UnknownSession`` when it does not exist."""
         session = self.get_session(session_id)

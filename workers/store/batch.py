@@ -48,9 +48,14 @@ class BatchStage(StoreStage):
         with self.bulk_deadline():
             sessions = {document["_id"]: CallSession.from_document(document) for document in self.sessions.find(
                 {"_id": {"$in": list({item.call_session_id for item in chunk})}})}
+            plans = [plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
+                     for item in chunk]
+            personal = {item.call_session_id for item, plan in zip(chunk, plans) if plan.personal_until()}
+            if personal:
+                self.note_personal_callbacks(sorted(personal))
             writes = [UpdateOne(_batch_filter(item), completion_update(
-                plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds),
-                item.assistant_id, item.assignment_token, item.request_id(job_id), now)) for item in chunk]
+                plan, item.assistant_id, item.assignment_token, item.request_id(job_id), now))
+                for item, plan in zip(chunk, plans)]
             self.students.bulk_write(writes, ordered=False)
             documents = {d["_id"]: d for d in self.students_recheck.find(
                 {"_id": {"$in": [item.student_id for item in chunk]}})}

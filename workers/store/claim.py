@@ -73,7 +73,7 @@ class ClaimStage(StoreStage):
         then by priority and position among untagged students and students
         whose routing tag is in ``skills``.
         """
-        lanes = claim_lanes(assistant_id, skills)
+        lanes = claim_lanes(assistant_id, skills, personal=session.personal_callbacks)
         for _attempt in range(CLAIM_ATTEMPTS):
             try:
                 document = self._claim(session, assistant_id, request_id, lanes, now or utcnow())
@@ -153,6 +153,8 @@ class ClaimStage(StoreStage):
         returns the same answer.
         """
         now = now or utcnow()
+        if plan.personal_until() is not None:
+            self.note_personal_callbacks([session_id])
         document = self.students.find_one_and_update(
             held_filter(session_id, student_id, assistant_id, token),
             completion_update(plan, assistant_id, token, request_id, now),

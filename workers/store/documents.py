@@ -165,9 +165,14 @@ def claim_filter(session_id: str, lanes: list[str], request_id: str) -> dict[str
             "claim_request_ids": {"$ne": request_id}}  # a request never takes back a student it gave up
 
 
-def claim_lanes(assistant_id: str, skills: tuple[str, ...]) -> list[str]:
-    """The lanes a press may take from: the assistant's personal callbacks, untagged students, its skills."""
-    return [PERSONAL_LANE + assistant_id, ROUTE_LANE, *(ROUTE_LANE + skill for skill in skills)]
+def claim_lanes(assistant_id: str, skills: tuple[str, ...], personal: bool = True) -> list[str]:
+    """The lanes a press may take from: untagged students, its skills, and (``personal``) its personal callbacks.
+
+    A session that has never had a personal callback leaves the personal lane
+    out: it would always be empty, and its index seeks are not free.
+    """
+    lanes = [ROUTE_LANE, *(ROUTE_LANE + skill for skill in skills)]
+    return [*lanes, PERSONAL_LANE + assistant_id] if personal else lanes
 
 
 def pool_lane() -> dict[str, Any]:

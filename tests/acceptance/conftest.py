@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.acceptance.compose_files import example_env_values
 from tests.acceptance.test_compose import compose_tool
 
 
@@ -15,3 +16,9 @@ def compose_cli() -> list[str]:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed "
                     "(Debian: apt-get install docker-compose)")
     return tool
+
+
+@pytest.fixture(scope="session")
+def example_env() -> dict[str, str]:
+    """The variables .env.example sets."""
+    return example_env_values()

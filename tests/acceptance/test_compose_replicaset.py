@@ -28,6 +28,9 @@ import yaml
 from pymongo.uri_parser import parse_uri
 
 from config.settings import Settings
+from tests.acceptance.compose_files import (
+    container_path, environment, merged_services, resolved_volume, run_compose,
+)
 from tests.acceptance.test_compose import (
     APP_SERVICES,
     COMPOSE_FILE,
@@ -41,11 +44,11 @@ from tests.acceptance.test_compose import (
     command_of,
     env_example_lines,
     healthcheck_argv,
-    interpolate,
     option_value,
 )
 
 OVERRIDE_FILE = ROOT / "docker-compose.replicaset.yml"
+FILES = (COMPOSE_FILE, OVERRIDE_FILE)
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 MEMBERS = ("mongo", "mongo-2", "mongo-3")
 CONNECTING_SERVICES = (*APP_SERVICES, EXPORTER)
@@ -66,46 +69,15 @@ FAILOVER_SETTINGS = (
 
 # -- compose's merge of the two files ------------------------------------------
 
-def container_path(volume: str) -> str:
-    return volume.split(":")[1]
-
-
-def merge_service(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Compose's merge of one service: mappings by key, volumes by container path, the rest replaced."""
-    merged = {**base}
-    for key, value in override.items():
-        if key in ("environment", "depends_on", "healthcheck") and key in base:
-            merged[key] = {**base[key], **value}
-        elif key == "volumes" and key in base:
-            by_path = {container_path(volume): volume for volume in base[key]}
-            by_path.update({container_path(volume): volume for volume in value})
-            merged[key] = list(by_path.values())
-        else:
-            merged[key] = value
-    return merged
-
-
 @pytest.fixture(scope="module")
 def override() -> dict[str, Any]:
     return yaml.safe_load(OVERRIDE_FILE.read_text())
 
 
 @pytest.fixture(scope="module")
-def services(override: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def services() -> dict[str, dict[str, Any]]:
     """The services of docker-compose.yml with the override applied."""
-    merged = dict(yaml.safe_load(COMPOSE_FILE.read_text())["services"])
-    for name, service in override["services"].items():
-        merged[name] = merge_service(merged[name], service) if name in merged else service
-    return merged
-
-
-@pytest.fixture(scope="module")
-def example_env() -> dict[str, str]:
-    return {name: value for commented, name, value in env_example_lines() if not commented}
-
-
-def environment(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
-    return {name: interpolate(str(value), env) for name, value in service["environment"].items()}
+    return merged_services(FILES)
 
 
 def member_list(service: dict[str, Any], env: dict[str, str]) -> list[str]:
@@ -454,16 +426,9 @@ def test_members_starting_together_agree_on_one_key_file(tmp_path: Path) -> None
 
 # -- docker-compose config ------------------------------------------------------
 
-def run_compose(tool: list[str], project_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(project_dir)}
-    return subprocess.run([*tool, "--project-directory", str(project_dir), "-f", str(COMPOSE_FILE),
-                           "-f", str(OVERRIDE_FILE), *args],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=project_dir)
-
-
 def test_docker_compose_config_accepts_both_files(compose_cli: list[str], services: dict[str, dict[str, Any]],
                                                   example_env: dict[str, str]) -> None:
-    completed = run_compose(compose_cli, ROOT, "--env-file", str(ENV_EXAMPLE), "config")
+    completed = run_compose(compose_cli, ROOT, FILES, "--env-file", str(ENV_EXAMPLE), "config")
     assert completed.returncode == 0, completed.stderr
     resolved = yaml.safe_load(completed.stdout)["services"]
     assert set(resolved) == SERVICES | set(MEMBERS)
@@ -471,7 +436,7 @@ def test_docker_compose_config_accepts_both_files(compose_cli: list[str], servic
         expected = environment(services[name], example_env)
         assert {key: str(value or "") for key, value in service.get("environment", {}).items()} == \
             {key: value for key, value in expected.items()}, name
-        assert {container_path(str(v) if isinstance(v, str) else f"{v['source']}:{v['target']}")
+        assert {container_path(resolved_volume(v))
                 for v in service.get("volumes", [])} == \
             {container_path(volume) for volume in services[name].get("volumes", [])}, name
         assert set(service.get("depends_on", {})) == set(services[name].get("depends_on", {})), name
@@ -482,6 +447,6 @@ def test_docker_compose_config_accepts_both_files(compose_cli: list[str], servic
 
 def test_docker_compose_refuses_the_override_without_the_secrets(compose_cli: list[str],
                                                                   tmp_path: Path) -> None:
-    completed = run_compose(compose_cli, tmp_path, "config")
+    completed = run_compose(compose_cli, tmp_path, FILES, "config")
     assert completed.returncode != 0
     assert re.search(r"(MONGO|REDIS|FLOWER)_\w+", completed.stderr), completed.stderr

@@ -46,13 +46,15 @@ from tests.acceptance.test_compose import (
     URL_WITH_LITERAL_PASSWORD,
     VARIABLE,
     env_example_lines,
-    interpolate,
 )
-from tests.acceptance.test_compose_replicaset import container_path, merge_service
+from tests.acceptance.compose_files import (
+    container_path, environment, merged_services, resolved_volume, run_compose,
+)
 from workers.app import celery_config
 from workers.transport import SENTINEL_TRANSPORT, redis_connection
 
 OVERRIDE_FILE = ROOT / "docker-compose.sentinel.yml"
+FILES = (COMPOSE_FILE, OVERRIDE_FILE)
 REPLICASET_FILE = ROOT / "docker-compose.replicaset.yml"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 SCRIPTS_DIR = DOCKER_DIR / "redis-sentinel"
@@ -80,21 +82,9 @@ def base_services() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def services(override: dict[str, Any], base_services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def services() -> dict[str, dict[str, Any]]:
     """The services of docker-compose.yml with the override applied."""
-    merged = dict(base_services)
-    for name, service in override["services"].items():
-        merged[name] = merge_service(merged[name], service) if name in merged else service
-    return merged
-
-
-@pytest.fixture(scope="module")
-def example_env() -> dict[str, str]:
-    return {name: value for commented, name, value in env_example_lines() if not commented}
-
-
-def environment(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
-    return {name: interpolate(str(value), env) for name, value in service["environment"].items()}
+    return merged_services(FILES)
 
 
 def mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -563,21 +553,9 @@ def test_servers_and_sentinels_started_by_the_entrypoints_fail_over_and_keep_the
 
 # -- docker-compose config ------------------------------------------------------
 
-def run_compose(tool: list[str], project_dir: Path, *args: str,
-                files: tuple[Path, ...] = (COMPOSE_FILE, OVERRIDE_FILE)) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(project_dir)}
-    file_args = [arg for path in files for arg in ("-f", str(path))]
-    return subprocess.run([*tool, "--project-directory", str(project_dir), *file_args, *args],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=project_dir)
-
-
-def resolved_volume(volume: Any) -> str:
-    return str(volume) if isinstance(volume, str) else f"{volume['source']}:{volume['target']}"
-
-
 def test_docker_compose_config_accepts_both_files(compose_cli: list[str], services: dict[str, dict[str, Any]],
                                                   example_env: dict[str, str]) -> None:
-    completed = run_compose(compose_cli, ROOT, "--env-file", str(ENV_EXAMPLE), "config")
+    completed = run_compose(compose_cli, ROOT, FILES, "--env-file", str(ENV_EXAMPLE), "config")
     assert completed.returncode == 0, completed.stderr
     resolved = yaml.safe_load(completed.stdout)["services"]
     assert set(resolved) == SERVICES | set(REDIS_SERVERS) | set(SENTINELS)
@@ -599,8 +577,8 @@ def test_docker_compose_config_accepts_both_files(compose_cli: list[str], servic
 
 
 def test_docker_compose_config_accepts_sentinel_with_the_replica_set(compose_cli: list[str]) -> None:
-    completed = run_compose(compose_cli, ROOT, "--env-file", str(ENV_EXAMPLE), "config",
-                            files=(COMPOSE_FILE, REPLICASET_FILE, OVERRIDE_FILE))
+    completed = run_compose(compose_cli, ROOT, (COMPOSE_FILE, REPLICASET_FILE, OVERRIDE_FILE),
+                            "--env-file", str(ENV_EXAMPLE), "config")
     assert completed.returncode == 0, completed.stderr
     resolved = yaml.safe_load(completed.stdout)["services"]
     assert {"mongo-2", "mongo-3", "redis-2", *SENTINELS} <= set(resolved)
@@ -610,6 +588,6 @@ def test_docker_compose_config_accepts_sentinel_with_the_replica_set(compose_cli
 
 def test_docker_compose_refuses_the_override_without_the_secrets(compose_cli: list[str],
                                                                   tmp_path: Path) -> None:
-    completed = run_compose(compose_cli, tmp_path, "config")
+    completed = run_compose(compose_cli, tmp_path, FILES, "config")
     assert completed.returncode != 0
     assert re.search(r"(MONGO|REDIS|FLOWER)_\w+", completed.stderr), completed.stderr

@@ -46,7 +46,9 @@ from tests.acceptance.test_compose import (
     interpolate,
     option_value,
 )
-from tests.acceptance.test_compose_replicaset import container_path, merge_service
+from tests.acceptance.compose_files import (
+    container_path, environment, merged_services, resolved_volume, run_compose,
+)
 from workers.app import celery_config
 
 TLS_FILE = ROOT / "docker-compose.tls.yml"
@@ -68,27 +70,9 @@ WITH_REPLICA_SET = (COMPOSE_FILE, REPLICASET_FILE, TLS_FILE, REPLICASET_TLS_FILE
 
 # -- compose's merge of the files ------------------------------------------------
 
-def merged_services(files: tuple[Path, ...]) -> dict[str, dict[str, Any]]:
-    """The services of the first file with each later file applied in order, as compose merges them."""
-    merged: dict[str, dict[str, Any]] = {}
-    for path in files:
-        for name, service in yaml.safe_load(path.read_text())["services"].items():
-            merged[name] = merge_service(merged[name], service) if name in merged else service
-    return merged
-
-
 @pytest.fixture(scope="module", params=[BASE_ONLY, WITH_REPLICA_SET], ids=["base", "replicaset"])
 def stack(request: pytest.FixtureRequest) -> tuple[tuple[Path, ...], dict[str, dict[str, Any]]]:
     return request.param, merged_services(request.param)
-
-
-@pytest.fixture(scope="module")
-def example_env() -> dict[str, str]:
-    return {name: value for commented, name, value in env_example_lines() if not commented}
-
-
-def environment(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
-    return {name: interpolate(str(value), env) for name, value in service["environment"].items()}
 
 
 def mounts(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
@@ -364,18 +348,6 @@ def test_operations_guide_covers_tls_between_hosts() -> None:
 
 
 # -- docker-compose config ----------------------------------------------------------
-
-def run_compose(tool: list[str], project_dir: Path, files: tuple[Path, ...],
-                *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(project_dir)}
-    file_args = [arg for path in files for arg in ("-f", str(path))]
-    return subprocess.run([*tool, "--project-directory", str(project_dir), *file_args, *args],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=project_dir)
-
-
-def resolved_volume(volume: Any) -> str:
-    return str(volume) if isinstance(volume, str) else f"{volume['source']}:{volume['target']}"
-
 
 def test_docker_compose_config_accepts_the_tls_files(compose_cli: list[str],
                                                      stack: tuple[tuple[Path, ...], dict[str, dict[str, Any]]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import bson
@@ -24,6 +25,17 @@ def students(count: int, prefix: str = "s") -> list[dict[str, Any]]:
 def seed(client: AssignmentClient, session_id: str, count: int) -> None:
     for start in range(0, count, 1000):
         client.import_students(session_id, students(count)[start:start + 1000], "test session")
+
+
+def poll(read: Callable[[], Any], done: Callable[[Any], bool], seconds: float,
+         interval_seconds: float = 0.25) -> Any:
+    """Call ``read`` until ``done`` accepts its value or ``seconds`` pass; the last value either way."""
+    deadline = time.monotonic() + seconds
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(interval_seconds)
+        value = read()
+    return value
 
 
 def fingerprint(database: Database) -> str:

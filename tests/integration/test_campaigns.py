@@ -18,6 +18,7 @@ from pymongo.database import Database
 
 from config import Settings
 from producers.client import AssignmentClient
+from tests.integration.helpers import poll
 from workers.store import STUDENTS
 
 PROMOTE_INTERVAL_SECONDS = 1.0
@@ -53,16 +54,6 @@ def import_rows(client: AssignmentClient, session_id: str, rows: list[dict[str, 
     client.call("callqueue.import_students", call_session_id=session_id, students=rows, route_by=route_by)
 
 
-def wait_until(condition: Any, seconds: float, what: str) -> float:
-    """Poll ``condition`` every 50 ms; the monotonic time it first held."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return time.monotonic()
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {seconds}s")
-
-
 def test_a_personal_callback_comes_back_on_time_and_to_its_assistant_first(
         client: AssignmentClient, session_id: str, app_database: Database) -> None:
     import_rows(client, session_id, [{"student_id": "promised", "name": "Ann"}])
@@ -79,8 +70,10 @@ def test_a_personal_callback_comes_back_on_time_and_to_its_assistant_first(
     release(client, early)
     students = app_database[STUDENTS]
     due_monotonic = time.monotonic() + (due - datetime.now(timezone.utc)).total_seconds()
-    promoted = wait_until(lambda: students.find_one({"_id": held["student_id"]})["lane"] == "u:alice",
-                          seconds=10, what="the callback's promotion")
+    lane = poll(lambda: students.find_one({"_id": held["student_id"]})["lane"], lambda found: found == "u:alice",
+                10, interval_seconds=0.05)
+    promoted = time.monotonic()
+    assert lane == "u:alice", "the callback was not promoted"
     assert promoted - due_monotonic <= PROMOTE_INTERVAL_SECONDS + 1.5
     by_bob = press(client, session_id, "bob")
     assert by_bob["student_id"] != held["student_id"]  # only alice may take it during the grace period
@@ -98,10 +91,9 @@ def test_a_retried_student_reaches_its_final_outcome_after_exactly_max_attempts(
     assert answer["retry_rules"] == {"no_answer": {"delay_seconds": 1, "max_attempts": 3}}
     attempts = []
     for attempt in range(1, 4):
-        holder: list[dict[str, Any]] = []
-        wait_until(lambda: bool(holder.append(press(client, session_id, "carol")) or holder[-1]),
-                   seconds=10, what=f"attempt {attempt} being handed out")
-        done = complete(client, holder[-1], "no_answer")
+        held = poll(lambda: press(client, session_id, "carol"), lambda answer: answer is not None, 10)
+        assert held is not None, f"attempt {attempt} was not handed out"
+        done = complete(client, held, "no_answer")
         attempts.append((done["attempt"], done["next"]))
         if attempt < 3:
             assert stats(client, session_id)["scheduled_retries"] == 1

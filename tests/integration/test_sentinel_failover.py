@@ -42,7 +42,7 @@ from devstack.processes import ManagedProcess, free_port, wait_until
 from devstack.sentinel_failover import SentinelStack, presses_resumed_after, run_master_kill
 from devstack.servers import project_env
 from producers.client import AssignmentClient
-from tests.integration.helpers import assert_nothing_lost_or_doubled
+from tests.integration.helpers import assert_nothing_lost_or_doubled, poll
 
 STUDENTS = 2_000
 CALLERS = 32
@@ -122,16 +122,6 @@ def claimed_count(url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def poll(read: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> Any:
-    """Call ``read`` until ``done`` accepts its value or ``seconds`` pass; the last value either way."""
-    deadline = time.monotonic() + seconds
-    value = read()
-    while not done(value) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        value = read()
-    return value
-
-
 def succeeded_times(flower_url: str, task_name: str) -> list[float]:
     """When each SUCCESS task of ``task_name`` that Flower knows of succeeded."""
     tasks = requests.get(f"{flower_url}/api/tasks", params={"taskname": task_name, "state": "SUCCESS"},
@@ -170,7 +160,7 @@ def test_beat_and_flower_follow_the_new_master(observed: Observed, sentinel_stac
     flower_url = sentinel_stack.stack.flower.url
     for task_name in (ASSIGN_TASK, RECLAIM_TASK):  # beat sends reclaim_expired every second
         times = poll(lambda: succeeded_times(flower_url, task_name),
-                     lambda found: any(at > observed.promoted_at for at in found), 30)
+                     lambda found: any(at > observed.promoted_at for at in found), 30, 0.5)
         assert any(at > observed.promoted_at for at in times), f"Flower saw no {task_name} after the failover"
 
 
@@ -186,5 +176,5 @@ def test_health_and_the_exporter_use_the_new_master(observed: Observed, sentinel
     assert master is not None and master != observed.first_master
     for component in ("redis broker", "redis result backend"):
         assert f"at {master[0]}:{master[1]} via sentinel://" in checks[component]["detail"], checks[component]
-    claimed = poll(lambda: claimed_count(exporter), lambda count: count >= STUDENTS // 2, 15)
+    claimed = poll(lambda: claimed_count(exporter), lambda count: count >= STUDENTS // 2, 15, 0.5)
     assert claimed >= STUDENTS // 2  # the workers' counts, read from the new master

@@ -37,7 +37,7 @@ from devstack.servers import MongoServer, RedisServer, project_env
 from devstack.stack import ServersStack, StackOptions
 from devstack.tls import TlsFiles, make_certificates
 from producers.client import AssignmentClient
-from tests.integration.helpers import hold_unacked_message, students, take_message
+from tests.integration.helpers import hold_unacked_message, poll, students, take_message
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
 from workers.transport import TLS_TRANSPORT
 
@@ -123,16 +123,6 @@ def scrape(url: str) -> str:
         return response.read().decode()
 
 
-def poll(read: Callable[[], Any], done: Callable[[Any], bool], seconds: float = DEADLINE_SECONDS) -> Any:
-    """Call ``read`` until ``done`` accepts its value or ``seconds`` pass; the last value either way."""
-    deadline = time.monotonic() + seconds
-    value = read()
-    while not done(value) and time.monotonic() < deadline:
-        time.sleep(0.25)
-        value = read()
-    return value
-
-
 def test_the_stack_is_configured_by_tls_urls_only(tls_stack: ServersStack, tls_files: TlsFiles) -> None:
     settings = tls_stack.settings
     assert settings.mongo_url.endswith(f"/?tls=true&tlsCAFile={tls_files.ca_file}")
@@ -192,12 +182,12 @@ def test_flower_sees_the_workers_and_the_tasks_of_clients_and_beat(tls_stack: Se
     api = f"{tls_stack.stack.flower.url}/api"
     names = {worker.hostname for worker in tls_stack.stack.workers}
     alive = poll(lambda: requests.get(f"{api}/workers", params={"status": "true"}, timeout=10).json(),
-                 lambda found: all(found.get(name) for name in names))
+                 lambda found: all(found.get(name) for name in names), DEADLINE_SECONDS)
     assert all(alive.get(name) for name in names), alive
     for task_name in ("callqueue.assign_next_student", "callqueue.complete_batch", "callqueue.close_session",
                       RECLAIM_TASK):
         succeeded = poll(lambda: requests.get(f"{api}/tasks", params={"taskname": task_name, "state": "SUCCESS"},
-                                              timeout=10).json(), bool)
+                                              timeout=10).json(), bool, DEADLINE_SECONDS)
         assert succeeded, f"Flower saw no successful {task_name}"
     lengths = requests.get(f"{api}/queues/length", timeout=10)
     assert lengths.status_code == 200, lengths.text
@@ -219,7 +209,8 @@ def test_the_exporter_reads_counters_and_sessions_over_tls(exporter: str, worked
     """The workers' counters come from Redis, the open session's figures from MongoDB."""
     def counters() -> dict[str, float]:
         return {event: float(value) for event, value in COUNTER.findall(scrape(exporter))}
-    counted = poll(counters, lambda found: found.get("claimed", 0) >= 2 and found.get("completed", 0) >= 1)
+    counted = poll(counters, lambda found: found.get("claimed", 0) >= 2 and found.get("completed", 0) >= 1,
+                   DEADLINE_SECONDS)
     assert counted.get("claimed", 0) >= 2 and counted.get("completed", 0) >= 1, counted
     open_session = f"tls-open-{uuid.uuid4().hex[:8]}"
     with AssignmentClient(tls_stack.settings, timeout_seconds=15) as client:
@@ -236,6 +227,7 @@ def test_component_logs_show_the_tls_broker_and_no_key(tls_stack: ServersStack, 
     paths = sorted(tls_stack.stack.workdir.glob("*.log"))
     assert len(paths) == 4, paths  # two worker pools, beat, Flower
     for path in paths:  # beat is not waited for at startup: its banner may still be on its way
-        text = poll(lambda: path.read_text(errors="replace"), lambda found: "rediss://:**@127.0.0.1:" in found)
+        text = poll(lambda: path.read_text(errors="replace"), lambda found: "rediss://:**@127.0.0.1:" in found,
+                    DEADLINE_SECONDS)
         assert "rediss://:**@127.0.0.1:" in text, path.name
         assert key not in text and "PRIVATE KEY" not in text, path.name

@@ -50,7 +50,7 @@ class BatchStage(StoreStage):
                 {"_id": {"$in": list({item.call_session_id for item in chunk})}})}
             plans = [plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
                      for item in chunk]
-            personal = {item.call_session_id for item, plan in zip(chunk, plans) if plan.personal_until()}
+            personal = {item.call_session_id for item, plan in zip(chunk, plans) if plan.marks_session}
             if personal:
                 self.note_personal_callbacks(sorted(personal))
             writes = [UpdateOne(_batch_filter(item), completion_update(

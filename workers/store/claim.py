@@ -153,7 +153,7 @@ class ClaimStage(StoreStage):
         returns the same answer.
         """
         now = now or utcnow()
-        if plan.personal_until() is not None:
+        if plan.marks_session:
             self.note_personal_callbacks([session_id])
         document = self.students.find_one_and_update(
             held_filter(session_id, student_id, assistant_id, token),

@@ -39,6 +39,8 @@ class CompletionPlan:
     rule: RetryRule | None = None
     callback: Callback | None = None
     grace_seconds: int = 0
+    # The first personal callback of its session: the session must be marked before it is scheduled.
+    marks_session: bool = False
 
     def next_step(self) -> Any:
         """Aggregation expression: ``callback``, ``retry`` or ``final``, from the updated attempt count."""
@@ -133,4 +135,6 @@ def plan_for(session: CallSession | None, outcome: str, callback: Callback | Non
     if session is None or not session.is_open:
         return CompletionPlan(outcome)
     grace = default_grace_seconds if session.callback_grace_seconds is None else session.callback_grace_seconds
-    return CompletionPlan(outcome, session.retry_rule(outcome), callback, grace)
+    personal = callback is not None and callback.assistant_id is not None
+    return CompletionPlan(outcome, session.retry_rule(outcome), callback, grace,
+                          marks_session=personal and not session.personal_callbacks)

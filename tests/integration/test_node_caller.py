@@ -20,7 +20,7 @@ from devstack.stack import Stack
 from tests.contract import check_result
 from tests.node import NODE_DIR, run_node
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+CONTRACT_DOC = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text()
 DRAIN_TIMEOUT_SECONDS = 240.0
 
 
@@ -65,17 +65,17 @@ def test_twenty_node_assistants_drain_three_hundred_students_none_twice(
 
 
 def readme_node_snippet() -> str:
-    section = re.split(r"\n##+ ", README.split("### From Node.js\n", 1)[1], maxsplit=1)[0]
+    section = re.split(r"\n##+ ", CONTRACT_DOC.split("## From Node.js\n", 1)[1], maxsplit=1)[0]
     blocks = re.findall(r"```js\n(.*?)```", section, re.DOTALL)
     assert len(blocks) == 1, "the From Node.js section has one JavaScript block"
     return blocks[0]
 
 
-def test_the_readme_node_snippet_is_examples_node_get_next_js() -> None:
+def test_the_documented_node_snippet_is_examples_node_get_next_js() -> None:
     assert readme_node_snippet() == (NODE_DIR / "get-next.js").read_text()
 
 
-def test_the_readme_node_snippet_gets_a_student_then_exhausted_then_rejected(
+def test_the_documented_node_snippet_gets_a_student_then_exhausted_then_rejected(
         stack: Stack, client: Any, session_id: str, tmp_path: Path) -> None:
     client.import_students(session_id, [{"student_id": "only", "name": "Ann"}])
     answers = []

@@ -28,6 +28,7 @@ from producers.client import AssignmentClient
 from tests.integration.helpers import seed
 
 STUDENTS = 5_000
+KILLS = 6
 FAULT_ENV = {
     "MONGO_DB": "faults",
     "CALLQUEUE_TASK_MAX_RETRIES": "12",
@@ -45,10 +46,14 @@ class FaultyStack(ServersStack):
         super().__init__(MongoServer(workdir), RedisServer(workdir), {**base_env, **FAULT_ENV},
                          StackOptions(assignment_concurrency=3, flower=False, beat=False))
 
-    def kill_a_worker_child(self, rng: random.Random) -> None:
+    def kill_a_worker_child(self, rng: random.Random) -> int | None:
+        """SIGKILL one child of the assignment pool; its PID, or None when the pool had no child just then."""
         children = self.stack.workers[0].child_pids()
-        if children:
-            os.kill(rng.choice(children), signal.SIGKILL)
+        if not children:
+            return None
+        victim = rng.choice(children)
+        os.kill(victim, signal.SIGKILL)
+        return victim
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +62,26 @@ def faulty(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str])
         yield running
 
 
-def inject_faults(faulty: FaultyStack, callers: threading.Thread, timeline: list[str]) -> None:
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def inject_faults(faulty: FaultyStack, callers: threading.Thread, timeline: list[str], killed: list[int]) -> None:
     """Kill worker children for a while, then restart Redis, then restart MongoDB."""
     rng = random.Random(7)
     started = time.monotonic()
-    for _ in range(6):
+    for _ in range(KILLS):
         time.sleep(2)
-        faulty.kill_a_worker_child(rng)
-        timeline.append(f"{time.monotonic() - started:5.1f}s killed a worker child")
+        victim = faulty.kill_a_worker_child(rng)
+        if victim is None:
+            timeline.append(f"{time.monotonic() - started:5.1f}s found no worker child to kill")
+            continue
+        killed.append(victim)
+        timeline.append(f"{time.monotonic() - started:5.1f}s killed worker child {victim}")
     faulty.redis.restart(down_seconds=2)
     timeline.append(f"{time.monotonic() - started:5.1f}s restarted redis-server")
     time.sleep(5)
@@ -84,15 +101,19 @@ def test_no_student_is_lost_or_doubled_through_kills_and_restarts(faulty: Faulty
         settings, session_id, processes=2, threads_each=32,
         behaviour=Behaviour(call_seconds=0.02, timeout_seconds=8))))
     timeline: list[str] = []
+    killed: list[int] = []
 
     callers.start()
-    inject_faults(faulty, callers, timeline)
+    inject_faults(faulty, callers, timeline, killed)
     callers.join(timeout=600)
 
     assert not callers.is_alive(), "callers did not finish"
     dead = [worker for worker in faulty.stack.workers if not worker.process.alive()]
     assert not dead, [(worker.hostname, worker.process.log_tail(40)) for worker in dead]  # no worker died
     assert timeline[-1].endswith("True"), timeline  # every fault hit a running workload
+    assert len(set(killed)) == KILLS, timeline  # every kill found a child and killed it
+    assert not any(pid_alive(pid) for pid in killed), timeline
+    assert not set(killed) & set(faulty.stack.workers[0].child_pids())  # the pool replaced them
     assert [log.errors for log in logs if log.errors] == [], timeline
     assert len(logs) == 64 and all(log.exhausted for log in logs)  # every request got an answer
     handouts = [handout for log in logs for handout in log.handouts]

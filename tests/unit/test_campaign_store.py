@@ -13,6 +13,7 @@ from workers.models import Assignment, BatchItem, CallSession, Callback, RetryRu
 from workers.store import (
     CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes, plan_for, utcnow,
 )
+from workers.store.campaigns import due_filter, promotion_update
 from workers.store.documents import CLAIM_ORDER, WAKE_INDEX, claim_filter, claim_lanes
 
 TAGS = ("es", "fr", "de", "pt", "it")
@@ -180,13 +181,24 @@ def test_promotion_never_touches_a_held_student(store: AssignmentStore) -> None:
     assert store.students.find_one({"_id": promised.student_id})["lane"] == "r:"  # given back: anyone's now
 
 
-def test_promotion_reads_only_waiting_students_through_its_index(store: AssignmentStore,
-                                                                   engine_database: Database) -> None:
+def test_promotion_reads_only_due_waiting_students_through_its_index(store: AssignmentStore,
+                                                                       engine_database: Database) -> None:
+    """promote_due's own filter and update, explained on 5,000 students of whom 40 wait and 25 of those are due."""
     store.import_students("s", None, tagged_rows(5_000))
-    promise = engine_database[STUDENTS].find({"wake_at": {"$lte": utcnow()}, "filter_status": "",
-                                              "assigned_to": None}).explain()
-    assert WAKE_INDEX in str(promise["queryPlanner"]["winningPlan"])
-    assert promise["executionStats"]["totalKeysExamined"] == 0
+    store.set_campaign("s", RETRY_NO_ANSWER, None)
+    now = utcnow()
+    for number in range(40):
+        held = claim(store, "s", f"a{number}", f"r{number}", skills=TAGS, now=now - timedelta(seconds=60))
+        complete(store, held, "no_answer", now=now - timedelta(seconds=60 if number < 25 else 30))
+    update = {"q": due_filter(now), "u": promotion_update(now), "multi": True}
+    plan = engine_database.command("explain", {"update": STUDENTS, "updates": [update]},
+                                   verbosity="executionStats")
+    assert WAKE_INDEX in str(plan["queryPlanner"]["winningPlan"])
+    assert "COLLSCAN" not in str(plan["queryPlanner"]["winningPlan"])
+    stats = plan["executionStats"]
+    assert stats["executionStages"]["nWouldModify"] == 25
+    assert stats["totalDocsExamined"] == 25 and stats["totalKeysExamined"] <= 26
+    assert store.promote_due(now) == 25
 
 
 def test_repeating_a_completion_that_scheduled_a_retry_gets_the_same_answer_later(store: AssignmentStore) -> None:

@@ -54,10 +54,12 @@ class CampaignStage(StoreStage):
         """Move every due, unheld student out of its waiting lane (see module doc); the count moved."""
         now = now or utcnow()
         with self.bulk_deadline():
-            return self.students.update_many(
-                {"wake_at": {"$lte": now}, "filter_status": PENDING, "assigned_to": None},
-                promotion_update(now),
-            ).modified_count
+            return self.students.update_many(due_filter(now), promotion_update(now)).modified_count
+
+
+def due_filter(now: datetime) -> dict[str, Any]:
+    """The promotion's filter: due by ``now``, still pending, held by nobody (served by ``due_wakeups``)."""
+    return {"wake_at": {"$lte": now}, "filter_status": PENDING, "assigned_to": None}
 
 
 def promotion_update(now: datetime) -> list[dict[str, Any]]:

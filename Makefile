@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 NODE_DIR := examples/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: help venv system bootstrap test demo bench clean
+.PHONY: help venv system bootstrap test check demo bench clean
 
 help:
 	@echo "make demo   - start mongod, redis, workers and Flower; run the 20-assistant demo"
 	@echo "make test   - run the whole test suite against real servers"
+	@echo "make check  - the fast loop between edits: unit, contract and docs tests, a slice of integration"
 	@echo "make bench  - run the benchmark (results in bench/results/)"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -52,6 +53,16 @@ bootstrap: venv system
 
 test: bootstrap $(NODE_STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The loop between two edits (under 2 minutes): no fault suites, no browser, no Node.js, no apt-get.
+# `make check CHECK=tests/unit/test_validation.py` runs one module (or any pytest selection) instead.
+CHECK ?= tests/unit tests/acceptance/test_readme.py tests/acceptance/test_contract_readme.py \
+	tests/acceptance/test_docs.py tests/acceptance/test_contract_asyncapi.py \
+	tests/integration/test_assignment_tasks.py tests/integration/test_contract_answers.py \
+	tests/integration/test_bad_input.py tests/integration/test_campaigns.py tests/integration/test_leases.py
+
+check: venv
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -m "not node" -q $(CHECK) $(PYTEST_ARGS)
 
 demo: bootstrap
 	PYTHONPATH=$(CURDIR) $(PY) -m devstack demo $(DEMO_ARGS)

@@ -65,12 +65,14 @@ def test_a_stored_answer_fits_its_answer_message() -> None:
     assert not validator.is_valid({**answer, "result": {"status": "exhausted"}})
 
 
+@pytest.mark.node
 def test_the_document_is_valid_asyncapi_with_every_reference_resolved(tmp_path: Path) -> None:
     status, output = run_node([str(NODE_DIR / "validate-asyncapi.js"), str(CONTRACT_DIR / "asyncapi.json")],
                               None, tmp_path / "validate.log", 60)
     assert (status, output.strip()) == (0, "ok")
 
 
+@pytest.mark.node
 @pytest.mark.parametrize("breakage, expected", [
     (lambda doc: doc["operations"]["heartbeat"].update(action="call"), "/operations/heartbeat"),
     (lambda doc: doc["channels"]["batch"]["messages"].update(x={"$ref": "#/components/messages/none"}),

@@ -48,6 +48,25 @@ def fingerprint(database: Database) -> str:
     return digest.hexdigest()
 
 
+def session_fingerprint(database: Database, session_id: str) -> str:
+    """A digest of one session (its document and its students, byte for byte) and of which documents exist.
+
+    For tests on the shared stack, whose beat may move other tests' scheduled
+    students at any moment: nothing in this session may change, and no
+    document may appear or vanish anywhere.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(database.list_collection_names()):
+        digest.update(name.encode())
+        for document in database[name].find({}, {"_id": 1}, sort=[("_id", 1)]):
+            digest.update(bson.encode(document))
+    for document in database.call_sessions.find({"_id": session_id}):
+        digest.update(bson.encode(document))
+    for document in database.call_session_students.find({"call_session_id": session_id}, sort=[("_id", 1)]):
+        digest.update(bson.encode(document))
+    return digest.hexdigest()
+
+
 def hold_unacked_message(connect: Callable[[str], Connection], transport: str, queue_name: str) -> Connection:
     """A broker connection whose channel holds one unacknowledged message and whose transport is detached.
 

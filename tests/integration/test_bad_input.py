@@ -8,7 +8,7 @@ import pytest
 from pymongo.database import Database
 
 from producers.client import AssignmentClient
-from tests.integration.helpers import fingerprint, seed
+from tests.integration.helpers import session_fingerprint, seed
 
 BAD_CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("unknown session", "callqueue.assign_next_student", {"call_session_id": "no-such-session", "assistant_id": "a"}),
@@ -56,11 +56,11 @@ def test_bad_input_is_rejected_and_changes_nothing(client: AssignmentClient, ses
     held = client.assign_next(session_id, "alice")
     arguments = {**base_arguments(task, session_id, held.student_id, held.assignment_token), **changes}
     arguments.pop(arguments.pop("_drop", "_none"), None)
-    before = fingerprint(app_database)
+    before = session_fingerprint(app_database, session_id)
 
     result = client.app.send_task(task, kwargs=arguments).get(timeout=15)
 
     assert result["status"] == "rejected", case
     assert result["error"]["code"] in CODES and result["error"]["message"]
-    assert fingerprint(app_database) == before
+    assert session_fingerprint(app_database, session_id) == before
     assert client.assign_next(session_id, "bob") is not None  # the worker still serves

@@ -12,7 +12,7 @@ from pymongo.database import Database
 
 from config import Settings
 from producers.client import AssignmentClient
-from tests.integration.helpers import fingerprint, seed
+from tests.integration.helpers import session_fingerprint, seed
 from workers.exceptions import SessionClosed
 from workers.models import PENDING
 
@@ -40,12 +40,12 @@ def test_complete_batch_of_10000_reports_progress_and_a_second_run_changes_nothi
     assert codes == {held_index: "not_holder",  # a live assignment is never overwritten
                      10_000: "unknown_student", 10_001: "invalid_argument"}
     assert any(0 < done < total == 10_002 for done, total in seen), seen
-    before = fingerprint(app_database)
+    before = session_fingerprint(app_database, session_id)
 
     second = client.complete_batch(items)
 
     assert (second["completed"], second["unchanged"], second["rejected"]) == (9_999, 9_999, 3)
-    assert fingerprint(app_database) == before
+    assert session_fingerprint(app_database, session_id) == before
     assert client.stats(session_id).completed_by_outcome == {"loaded": 9_999}
 
 

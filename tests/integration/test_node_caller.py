@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytestmark = pytest.mark.node
 from pymongo.database import Database
 
 from devstack.stack import Stack

@@ -97,8 +97,8 @@ def _work(database: Database, data: ProbeData) -> None:
 
 
 def _plan(session: CallSession, call: int, assistant: str) -> CompletionPlan:
-    """Every 25th call asks for a personal callback within two hours, every 10th goes unanswered."""
-    if call % 25 == 0:
+    """About one call in 27 asks for a personal callback within two hours, one in 10 goes unanswered."""
+    if call % 27 == 0:
         return plan_for(session, "call_back_later", Callback(utcnow() + timedelta(minutes=call % 120), assistant),
                         900)
-    return plan_for(session, "no_answer" if call % 10 == 0 else OUTCOMES[call % len(OUTCOMES)], None, 900)
+    return plan_for(session, "no_answer" if call % 10 == 3 else OUTCOMES[call % len(OUTCOMES)], None, 900)

@@ -23,7 +23,9 @@ def duration(seconds: float | None) -> str:
     """``45 s``, ``12 min``, ``3 h 05 min``, ``2 d 4 h``."""
     if seconds is None:
         return "–"
-    seconds = max(0, int(seconds))
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f} s"
+    seconds = int(seconds)
     if seconds < 60:
         return f"{seconds} s"
     minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400

@@ -42,7 +42,7 @@ from workers.store.documents import (
     CLAIM_INDEX, EVENTS_INDEX, ONE_PER_ASSISTANT_INDEX, PENDING_AGE_INDEX, PERSONAL_LANE, SCHEDULED_LANE,
     SESSION_AGE_INDEX, WAITING_INDEX, utcnow,
 )
-from workers.store.durability import translating_driver_errors
+from workers.store.durability import READ_CONCERN, translating_driver_errors
 from workers.store.outcomes import CALLBACK, RETRY
 
 COMPLETED = "completed"
@@ -91,34 +91,41 @@ class SupervisionStage(StoreStage):
         )
 
     def _counts(self, session_id: str) -> tuple[SessionCounts, list[str], frozenset[str]]:
-        """The progress counts, the lanes holding unheld pending students, and who holds a student now."""
-        remaining = self.students.aggregate([
-            {"$match": {"call_session_id": session_id, "filter_status": PENDING}},
-            {"$group": {"_id": {"lane": "$lane", "holder": "$assigned_to"}, "n": {"$sum": 1}}},
-        ], hint=CLAIM_INDEX)
-        pending = held = personal = 0
+        """The progress counts, the lanes holding unheld pending students, and who holds a student now.
+
+        Counted range by range (``count``, which walks index keys without
+        reading them out: several times faster than grouping them): each lane
+        of the students still to finish, each outcome of the finished ones,
+        each kind of wait; holders are read from their own small index.
+        """
+        remaining = {"call_session_id": session_id, "filter_status": PENDING}
+        holds = list(self.students.find({**remaining, "assigned_to": {"$type": "string"}},
+                                        {"assigned_to": 1, "lane": 1}, hint=ONE_PER_ASSISTANT_INDEX))
+        held_in: dict[str, int] = defaultdict(int)
+        for hold in holds:
+            held_in[hold.get("lane") or ""] += 1
+        pending = personal = 0
         lanes: list[str] = []
-        holders: set[str] = set()
-        for group in remaining:
-            lane, holder, n = group["_id"].get("lane") or "", group["_id"].get("holder"), group["n"]
-            if holder is not None:
-                held += n
-                holders.add(holder)
-            elif lane != SCHEDULED_LANE:
-                pending += n
-                personal += n if lane.startswith(PERSONAL_LANE) else 0
-                lanes.append(lane)
-        completed = {group["_id"]: group["n"] for group in self.students.aggregate([
-            {"$match": {"call_session_id": session_id, "filter_status": {"$gt": PENDING}}},
-            {"$group": {"_id": "$filter_status", "n": {"$sum": 1}}},
-        ], hint=CLAIM_INDEX)}
-        waiting = {group["_id"]: group["n"] for group in self.students.aggregate([
-            {"$match": {"call_session_id": session_id, "waiting_for": {"$in": [CALLBACK, RETRY]}, "wake_at": EVER}},
-            {"$group": {"_id": "$waiting_for", "n": {"$sum": 1}}},
-        ], hint=WAITING_INDEX)}
-        counts = SessionCounts(pending, held, waiting.get(CALLBACK, 0), waiting.get(RETRY, 0),
-                               dict(sorted(completed.items())), personal)
-        return counts, sorted(lanes), frozenset(holders)
+        for lane in self.students.distinct("lane", remaining):  # a DISTINCT_SCAN of claim_order_by_lane
+            unheld = self._count({**remaining, "lane": lane}, CLAIM_INDEX) - held_in[lane]
+            if lane == SCHEDULED_LANE or unheld <= 0:
+                continue
+            pending += unheld
+            personal += unheld if lane.startswith(PERSONAL_LANE) else 0
+            lanes.append(lane)
+        outcomes = self.students.distinct("filter_status", {"call_session_id": session_id,
+                                                            "filter_status": {"$gt": PENDING}})
+        completed = {outcome: self._count({"call_session_id": session_id, "filter_status": outcome}, CLAIM_INDEX)
+                     for outcome in sorted(outcomes)}
+        waiting = {kind: self._count({"call_session_id": session_id, "waiting_for": kind, "wake_at": EVER},
+                                     WAITING_INDEX) for kind in (CALLBACK, RETRY)}
+        counts = SessionCounts(pending, len(holds), waiting[CALLBACK], waiting[RETRY], completed, personal)
+        return counts, sorted(lanes), frozenset(hold["assigned_to"] for hold in holds)
+
+    def _count(self, query: dict[str, Any], index: str) -> int:
+        """Students matching ``query``, counted on ``index`` (the ``count`` command, majority read concern)."""
+        return int(self.students.database.command(
+            "count", self.students.name, query=query, hint=index, readConcern=READ_CONCERN.document)["n"])
 
     def _oldest_pending(self, session: CallSession, lanes: list[str]) -> datetime | None:
         """When the longest-waiting pending, unheld student was imported (the session's start for students

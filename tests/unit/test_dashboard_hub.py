@@ -83,4 +83,4 @@ def test_a_slow_read_lengthens_the_pause_so_the_poll_stays_a_quarter_busy() -> N
 
     elapsed = asyncio.run(run())
     busy = len(reader.reads) * reader.seconds
-    assert busy / elapsed <= BUSY_SHARE + 0.1, (len(reader.reads), elapsed)
+    assert busy / elapsed <= 0.35, (len(reader.reads), elapsed)

@@ -29,8 +29,8 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | system
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 
-# Debian packages: redis-server (the broker the stack starts), chromium (the
-# Flower browser test), docker-compose (checks docker-compose.yml), iproute2 and
+# Debian packages: redis-server (the broker the stack starts), chromium and
+# chromium-driver (the Flower and dashboard browser tests), docker-compose (checks docker-compose.yml), iproute2 and
 # iptables (test hosts in network namespaces, devstack/netns.py), nodejs and npm
 # (the Node.js caller in examples/node), openssl (throw-away certificates of the TLS
 # tests, devstack/tls.py).
@@ -40,6 +40,7 @@ system:
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from typing import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config.redis_urls import check_tls_options, is_sentinel_url, parse_sentinel_url
 from workers.exceptions import ConfigurationError
@@ -109,6 +110,18 @@ class Settings:
     worker_prefetch_multiplier: int = 4
     # "json" for one JSON object per log line, "text" for human-readable lines.
     log_format: str = "text"
+    # Time zone (IANA name) in which "today" starts for per-assistant figures (assistant_stats, the dashboard).
+    stats_time_zone: str = "UTC"
+    # Address and port the supervisor dashboard (python -m producers dashboard) listens on.
+    dashboard_address: str = "127.0.0.1"
+    dashboard_port: int = 5556
+    # Shortest pause between two reads of the figures the dashboard shows: one shared read per process,
+    # however many browsers watch; a read that takes long lengthens the pause (see producers/dashboard/live.py).
+    dashboard_poll_seconds: float = 2.0
+    # Sessions per page of the dashboard's sessions list.
+    dashboard_page_size: int = 25
+    # How long a dashboard login lasts.
+    dashboard_login_hours: float = 12.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -144,9 +157,23 @@ class Settings:
         if min(self.mongo_operation_timeout_seconds, self.mongo_batch_operation_timeout_seconds,
                self.mongo_heartbeat_seconds, self.task_failover_retry_delay_seconds) <= 0:
             raise ConfigurationError("MongoDB timeouts and the failover retry delay must be positive")
+        self._check_dashboard()
         if "retrywrites=false" in self.mongo_url.lower().replace(" ", ""):
             raise ConfigurationError("MONGO_URL must not turn off retryable writes (retryWrites=false): "
                                      "a claim interrupted by a failover relies on them")
+
+    def _check_dashboard(self) -> None:
+        """The time zone exists, and the dashboard's numbers are usable."""
+        try:
+            ZoneInfo(self.stats_time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError(f"CALLQUEUE_STATS_TIME_ZONE={self.stats_time_zone!r} is not a known time zone "
+                                     "(an IANA name such as Europe/Paris, or UTC)") from None
+        if not 1 <= self.dashboard_port <= 65535:
+            raise ConfigurationError("CALLQUEUE_DASHBOARD_PORT must be a TCP port (1-65535)")
+        if self.dashboard_poll_seconds < 0.2 or self.dashboard_page_size < 1 or self.dashboard_login_hours <= 0:
+            raise ConfigurationError("CALLQUEUE_DASHBOARD_POLL_SECONDS must be at least 0.2, "
+                                     "CALLQUEUE_DASHBOARD_PAGE_SIZE and CALLQUEUE_DASHBOARD_LOGIN_HOURS positive")
 
     def _check_redis_urls(self) -> None:
         """Both Redis URLs are redis://, rediss:// (saying how to check the server) or well-formed sentinel:// URLs

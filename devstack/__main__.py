@@ -27,7 +27,8 @@ def demo(students: int, assistants: int, hold: bool, concurrency: int, replica_s
     """Import students, let assistants work through them at once, print a summary."""
     try:
         clean = run_demo(DemoOptions(students=students, assistants=assistants, hold=hold),
-                         StackOptions(assignment_concurrency=concurrency, replica_set_members=replica_set_members))
+                         StackOptions(assignment_concurrency=concurrency, replica_set_members=replica_set_members,
+                                      dashboard=True))
     except KeyboardInterrupt:
         click.echo("interrupted; every process was stopped", err=True)
         sys.exit(130)

@@ -86,6 +86,9 @@ def _print_stack(stack: Stack) -> None:
                       f"pid {stack.beat.process.pid}")
     if stack.flower:
         table.add_row("Flower", f"{stack.flower.url} (pid {stack.flower.process.pid})")
+    if stack.dashboard:
+        table.add_row("supervisor dashboard (no login: 127.0.0.1 only)",
+                      f"{stack.dashboard.url}/ (pid {stack.dashboard.process.pid})")
     console.print(table)
 
 
@@ -162,6 +165,8 @@ def _print_summary(stack: Stack, session_id: str, logs: list[AssistantLog], repo
     console.print(table)
     if stack.flower:
         console.print(f"Flower: {stack.flower.url}/tasks")
+    if stack.dashboard:
+        console.print(f"Supervisor dashboard: {stack.dashboard.url}/session?id={session_id}")
     console.print("[green]no student was handed to two assistants[/green]" if report.clean
                   else "[red]DOUBLE HAND-OUT DETECTED[/red]")
 

@@ -278,3 +278,34 @@ class Flower:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+class Dashboard:
+    """The supervisor dashboard (``python -m producers dashboard``) on 127.0.0.1.
+
+    With ``no_login`` it serves everyone as admin (allowed on loopback only);
+    otherwise ``env`` must carry its logins (``CALLQUEUE_DASHBOARD_ADMIN_AUTH`` ...).
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str], port: int | None = None, no_login: bool = False) -> None:
+        self.port = port or free_port()
+        argv = [sys.executable, "-m", "producers", "dashboard", "--address", "127.0.0.1", "--port", str(self.port),
+                *(["--no-login"] if no_login else [])]
+        self.process = ManagedProcess("dashboard", argv, workdir / f"dashboard-{self.port}.log", project_env(env))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Dashboard":
+        self.process.start()
+        wait_until(self._healthy, STARTUP_TIMEOUT_SECONDS, f"dashboard on port {self.port} "
+                   f"(log: {self.process.log_path})", self.process.alive)
+        return self
+
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+            return response.status == 200
+
+    def stop(self) -> None:
+        self.process.stop()

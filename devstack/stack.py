@@ -1,4 +1,4 @@
-"""The whole stack as one context manager: servers, worker pools and Flower.
+"""The whole stack as one context manager: servers, worker pools, Flower and the dashboard.
 
 MongoDB (a standalone, or a replica set with ``replica_set_members``) and
 Redis are started here unless ``MONGO_URL`` or
@@ -21,7 +21,7 @@ from typing import Any
 from config import Settings
 from devstack.replicaset import ReplicaSet
 from devstack.sentinel import SentinelGroup
-from devstack.servers import CeleryBeat, CeleryWorker, Flower, MongoServer, RedisServer
+from devstack.servers import CeleryBeat, CeleryWorker, Dashboard, Flower, MongoServer, RedisServer
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
 
 
@@ -40,6 +40,8 @@ class StackOptions:
     replica_set_members: int = 0
     flower_port: int | None = None
     workers: bool = True
+    # The supervisor dashboard beside Flower, without login on 127.0.0.1 (as Flower is here).
+    dashboard: bool = False
 
 
 class Stack:
@@ -55,6 +57,7 @@ class Stack:
         self.redis: RedisServer | None = None
         self.workers: list[CeleryWorker] = []
         self.flower: Flower | None = None
+        self.dashboard: Dashboard | None = None
         self.beat: CeleryBeat | None = None
         self.env: dict[str, str] = {}
         self._previous_sigterm: Any = None
@@ -81,6 +84,8 @@ class Stack:
             self.beat = self._launch(CeleryBeat(self.workdir, self.env))
         if self.options.flower:
             self.flower = self._launch(Flower(self.workdir, self.env, self.options.flower_port))
+        if self.options.dashboard:
+            self.dashboard = self._launch(Dashboard(self.workdir, self.env, no_login=True))
 
     def _server_env(self) -> dict[str, str]:
         env = dict(self.environ)

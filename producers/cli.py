@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from config import load_settings
 from producers.client import AssignmentClient
+from producers.dashboard.command import dashboard_command
 from producers.exporter import CallqueueCollector
 from producers.ops import COMMANDS
 from producers.results import Stats
@@ -382,3 +383,4 @@ def _with_progress(label: str, job: Callable[[Callable[[int, int], None]], Any])
 
 for _command in COMMANDS:
     cli.add_command(_command)
+cli.add_command(dashboard_command)

@@ -105,6 +105,11 @@ class AssignmentClient:
         """Pending, assigned and completed counts for the session."""
         return Stats.from_result(self.call("callqueue.session_stats", call_session_id=call_session_id))
 
+    def assistant_stats(self, call_session_id: str) -> dict[str, Any]:
+        """Per assistant of the session: the student held now, calls in the last hour and today, today's
+        outcomes and the average time from claim to completion (``contract/results/assistant_stats.schema.json``)."""
+        return self.call("callqueue.assistant_stats", call_session_id=call_session_id)
+
     def import_students(self, call_session_id: str, students: Iterable[Mapping[str, Any]],
                         session_name: str | None = None, route_by: str | None = None) -> ImportResult:
         """Add students to the session (creating it); importing the same rows again adds nothing.

@@ -20,7 +20,8 @@ from celery.exceptions import Reject, Retry
 from celery.signals import worker_process_shutdown
 
 from workers.app import BATCH_QUEUE, app
-from workers.store import AssignmentStore, NewStudent, plan_for
+from workers.figures import start_of_day
+from workers.store import AssignmentStore, NewStudent, plan_for, utcnow
 from workers.eventlog import log_event
 from workers.metrics import counter_buffer, flush_all
 from workers.exceptions import (
@@ -263,6 +264,21 @@ def session_stats(call_session_id: str) -> Result:
     session_id = require_id("call_session_id", call_session_id, _limit())
     store = _store()
     return store.stats(store.require_session(session_id)).to_result()
+
+
+@callqueue_task("callqueue.assistant_stats")
+def assistant_stats(call_session_id: str) -> Result:
+    """Per assistant of the session: the student held now, calls in the last hour and today, today's outcomes,
+    and the average time from claim to completion (the figures of the dashboard's session page)."""
+    session_id = require_id("call_session_id", call_session_id, _limit())
+    store = _store()
+    store.require_session(session_id)
+    now = utcnow()
+    day_start = start_of_day(now, app.settings.stats_time_zone)
+    day = store.day_activity(session_id, day_start, now)
+    return {"status": "ok", "call_session_id": session_id, "as_of": now.isoformat(),
+            "day_started_at": day_start.isoformat(), "time_zone": app.settings.stats_time_zone,
+            "assistants": [figures.to_result() for figures in day.assistants]}
 
 
 @callqueue_task("callqueue.import_students", queue=BATCH_QUEUE, acks_late=True, reject_on_worker_lost=True)

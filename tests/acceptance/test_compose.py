@@ -36,7 +36,8 @@ DOCKER_DIR = ROOT / "docker"
 APP_SERVICES = ("worker-assignments", "worker-batch", "beat", "flower")
 WORKER_QUEUES = {"worker-assignments": ASSIGNMENTS_QUEUE, "worker-batch": BATCH_QUEUE}
 EXPORTER = "metrics"
-SERVICES = {"mongo", "redis", *APP_SERVICES, EXPORTER}
+DASHBOARD = "dashboard"
+SERVICES = {"mongo", "redis", *APP_SERVICES, EXPORTER, DASHBOARD}
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 ASSIGNMENT = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 URL_WITH_LITERAL_PASSWORD = re.compile(r"[a-z+]+://[^\s/:@]*:(?!\$)[^\s/@]+@")
@@ -138,6 +139,24 @@ def test_the_metrics_service_runs_the_projects_exporter_unpublished(services: di
     cli.commands["metrics"].make_context("metrics", argv[4:])  # every option exists
     assert "ports" not in exporter and exporter["image"] == services["worker-assignments"]["image"]
     assert set(app_environment(exporter, example_env)) >= settings_variables()
+
+
+def test_the_dashboard_service_runs_the_dashboard_command_with_logins_from_env(
+        services: dict[str, dict[str, Any]], example_env: dict[str, str]) -> None:
+    from producers.dashboard.auth import ADMIN, VIEWER, Logins
+
+    dashboard = services[DASHBOARD]
+    argv = command_of(dashboard, example_env)
+    assert argv[:4] == ["python", "-m", "producers", "dashboard"]
+    context = cli.commands["dashboard"].make_context("dashboard", argv[4:])  # every option exists
+    assert context.params["address"] == "0.0.0.0" and context.params["no_login"] is False
+    assert f"http://127.0.0.1:{context.params['port']}/healthz" in healthcheck_argv(dashboard)[2]
+    environment = app_environment(dashboard, example_env)
+    assert set(environment) >= settings_variables()
+    logins = Logins.from_env(environment)
+    assert logins.check(example_env["DASHBOARD_ADMIN_USER"], example_env["DASHBOARD_ADMIN_PASSWORD"]).role == ADMIN
+    assert logins.check(example_env["DASHBOARD_VIEWER_USER"], example_env["DASHBOARD_VIEWER_PASSWORD"]).role == VIEWER
+    assert dashboard["image"] == services["worker-assignments"]["image"]
 
 
 def test_every_app_service_runs_the_projects_celery_app(services: dict[str, dict[str, Any]],
@@ -295,9 +314,13 @@ def test_flower_requires_a_login_built_from_environment_variables(services: dict
         options.basic_auth = previous
 
 
-def test_only_flower_publishes_a_port(services: dict[str, dict[str, Any]], example_env: dict[str, str]) -> None:
+def test_only_flower_and_the_dashboard_publish_a_port(services: dict[str, dict[str, Any]],
+                                                      example_env: dict[str, str]) -> None:
     publishing = {name for name, service in services.items() if service.get("ports")}
-    assert publishing == {"flower"}
+    assert publishing == {"flower", DASHBOARD}
+    [dashboard_port] = services[DASHBOARD]["ports"]
+    assert interpolate(dashboard_port, example_env).split(":") == [
+        example_env["DASHBOARD_BIND_ADDRESS"], example_env["DASHBOARD_PORT"], "5556"]
     assert not any(service.get("network_mode") == "host" for service in services.values())
     [published] = services["flower"]["ports"]
     address, host_port, container_port = interpolate(published, example_env).split(":")

@@ -36,6 +36,7 @@ from tests.acceptance.test_compose import (
     COMPOSE_FILE,
     DOCKER_DIR,
     ENV_EXAMPLE,
+    DASHBOARD,
     EXPORTER,
     ROOT,
     SERVICES,
@@ -51,7 +52,7 @@ OVERRIDE_FILE = ROOT / "docker-compose.replicaset.yml"
 FILES = (COMPOSE_FILE, OVERRIDE_FILE)
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 MEMBERS = ("mongo", "mongo-2", "mongo-3")
-CONNECTING_SERVICES = (*APP_SERVICES, EXPORTER)
+CONNECTING_SERVICES = (*APP_SERVICES, EXPORTER, DASHBOARD)
 MONGO_PORT = 27017
 # Settings that decide what callers see while the replica set elects a new primary.
 FAILOVER_SETTINGS = (

@@ -40,6 +40,7 @@ from tests.acceptance.test_compose import (
     COMPOSE_FILE,
     DOCKER_DIR,
     ENV_EXAMPLE,
+    DASHBOARD,
     EXPORTER,
     ROOT,
     SERVICES,
@@ -62,7 +63,7 @@ SERVER_ENTRYPOINT = SCRIPTS_DIR / "server-entrypoint.sh"
 SENTINEL_ENTRYPOINT = SCRIPTS_DIR / "sentinel-entrypoint.sh"
 REDIS_SERVERS = ("redis", "redis-2")
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
-CONNECTING_SERVICES = (*APP_SERVICES, EXPORTER)
+CONNECTING_SERVICES = (*APP_SERVICES, EXPORTER, DASHBOARD)
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 QUORUM = 2

@@ -36,6 +36,7 @@ from tests.acceptance.test_compose import (
     COMPOSE_FILE,
     DOCKER_DIR,
     ENV_EXAMPLE,
+    DASHBOARD,
     EXPORTER,
     ROOT,
     SERVICES,
@@ -57,7 +58,7 @@ REPLICASET_TLS_FILE = ROOT / "docker-compose.replicaset-tls.yml"
 SENTINEL_FILE = ROOT / "docker-compose.sentinel.yml"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 MONGO_ENTRYPOINT = DOCKER_DIR / "mongo" / "entrypoint.sh"
-CONNECTING_SERVICES = (*APP_SERVICES, EXPORTER)
+CONNECTING_SERVICES = (*APP_SERVICES, EXPORTER, DASHBOARD)
 MEMBERS = ("mongo", "mongo-2", "mongo-3")
 TLS_MOUNT = "/etc/callqueue/tls"
 CA_FILE = f"{TLS_MOUNT}/ca.pem"

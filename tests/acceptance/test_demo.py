@@ -58,9 +58,10 @@ def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
     assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
     assert re.search(r"completed\s*│\s*300\b", finished.stdout)
     assert re.search(r"Flower: http://127\.0\.0\.1:\d+/tasks", finished.stdout)
+    assert re.search(r"Supervisor dashboard: http://127\.0\.0\.1:\d+/session\?id=demo-\d+", finished.stdout)
     assert_campaign_summary(finished.stdout, students=300)
     started = pids_in(finished.stdout)
-    assert len(started) == 6  # mongod, redis-server, two worker pools, beat, Flower
+    assert len(started) == 7  # mongod, redis-server, two worker pools, beat, Flower, the dashboard
     assert not [pid for pid in started if alive(pid)]
 
 
@@ -73,7 +74,7 @@ def test_demo_on_a_three_member_replica_set_reports_no_double_handouts_and_stops
     assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
     assert re.search(r"completed\s*│\s*300\b", finished.stdout)
     started = pids_in(finished.stdout)
-    assert len(started) == 8  # three mongod members, redis-server, two worker pools, beat, Flower
+    assert len(started) == 9  # three mongod members, redis-server, two worker pools, beat, Flower, the dashboard
     assert not [pid for pid in started if alive(pid)]
 
 
@@ -87,7 +88,7 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
         while "Ctrl-C" not in output and time.monotonic() < deadline:
             output += demo.stdout.readline()
         started = pids_in(output)
-        assert len(started) == 6 and all(alive(pid) for pid in started)
+        assert len(started) == 7 and all(alive(pid) for pid in started)
         demo.send_signal(signal.SIGINT)
         output += demo.communicate(timeout=120)[0]
     finally:
@@ -108,4 +109,4 @@ def test_demo_uses_the_servers_named_in_the_environment(server_env: dict[str, st
     mongo_port = server_env["MONGO_URL"].rsplit(":", 1)[1].strip("/")
     assert re.search(rf"MongoDB\s*│\s*external: 127\.0\.0\.1:{mongo_port}", finished.stdout)
     assert re.search(r"Redis\s*│\s*external", finished.stdout)
-    assert len(pids_in(finished.stdout)) == 4  # two worker pools, beat, Flower: no servers of its own
+    assert len(pids_in(finished.stdout)) == 5  # two worker pools, beat, Flower, dashboard: no servers of its own

@@ -88,3 +88,17 @@ def test_campaign_answers_fit_the_contract(client: AssignmentClient, session_id:
         "call_session_id": session_id, "student_id": held["student_id"], "assistant_id": "maria",
         "assignment_token": held["assignment_token"], "outcome": "call_later", "callback_at": past}])
     assert done["completed"] == 1, done
+
+
+def test_assistant_stats_answers_each_assistants_hold_and_calls_in_the_contract_shape(
+        client: AssignmentClient, session_id: str) -> None:
+    seed(client, session_id, 3)
+    first = client.assign_next(session_id, "ann")
+    client.complete(session_id, first.student_id, "ann", "reached", first.assignment_token)
+    held = client.assign_next(session_id, "bob")
+    answer = client.assistant_stats(session_id)  # checked against contract/ on its way (autouse)
+    rows = {row["assistant_id"]: row for row in answer["assistants"]}
+    assert set(rows) == {"ann", "bob"} and answer["time_zone"] == "UTC"
+    assert (rows["ann"]["calls_today"], rows["ann"]["calls_last_hour"], rows["ann"]["holding"]) == (1, 1, None)
+    assert rows["ann"]["outcomes_today"] == {"reached": 1} and rows["ann"]["average_call_seconds"] >= 0
+    assert rows["bob"]["holding"]["student_id"] == held.student_id and rows["bob"]["calls_today"] == 0

@@ -19,6 +19,7 @@ from tests.contract import (
 from workers import tasks  # noqa: F401 - registers the tasks on the app
 from workers.app import app
 from workers.exceptions import REJECTIONS, InvalidArgument, Rejected
+from workers.figures import AssistantFigures, Hold, start_of_day
 from workers.models import (
     Assignment, CallSession, Completion, ImportSummary, RetryRule, SessionStats, StudentState,
 )
@@ -46,7 +47,7 @@ def accepted(check: Any, *args: Any) -> bool:
 
 def test_every_schema_is_draft_2020_12_and_its_id_names_its_file() -> None:
     files = schema_files()
-    assert len(files) == 1 + 14 + 17
+    assert len(files) == 1 + 15 + 18
     for path in files:
         document = json.loads(path.read_text())
         Draft202012Validator.check_schema(document)
@@ -148,8 +149,20 @@ def example_results() -> list[tuple[str, dict[str, Any]]]:
         ("callqueue.set_campaign", campaign.campaign_result(DEFAULTS.callback_grace_seconds)),
         ("callqueue.set_campaign", CallSession("s1", "s1", "open", NOW, callback_grace_seconds=0).campaign_result(900)),
         ("callqueue.promote_due", {"status": "ok", "promoted": 4}),
+        ("callqueue.assistant_stats", assistant_stats_answer((
+            AssistantFigures("alice", Hold("s1:a", {"name": "Ann"}, "alice", 3, NOW), 4, 9, {"reached": 7, "no_answer": 2},
+                             83.25, NOW),
+            AssistantFigures("bob")))),
+        ("callqueue.assistant_stats", assistant_stats_answer(())),
         ("callqueue.assign_next_student", {"status": "rejected", "error": InvalidArgument("no", argument="x").to_error()}),
     ]
+
+
+def assistant_stats_answer(assistants: tuple[AssistantFigures, ...]) -> dict[str, Any]:
+    """The answer of assistant_stats as the task shapes it."""
+    return {"status": "ok", "call_session_id": "s1", "as_of": NOW.isoformat(),
+            "day_started_at": start_of_day(NOW, "Europe/Paris").isoformat(), "time_zone": "Europe/Paris",
+            "assistants": [figures.to_result() for figures in assistants]}
 
 
 @pytest.mark.parametrize("task, result", example_results())
@@ -169,6 +182,10 @@ def test_an_answer_with_a_field_the_contract_does_not_know_is_refused(task: str,
     ("callqueue.complete_student", {"status": "rejected", "error": {"code": "teapot", "message": "?"}}),
     ("callqueue.assign_next_student", {"status": "exhausted"}),
     ("callqueue.promote_due", {"status": "ok", "reclaimed": 1}),
+    ("callqueue.assistant_stats", {**assistant_stats_answer(()), "assistants": [
+        {**AssistantFigures("bob").to_result(), "calls_today": -1}]}),
+    ("callqueue.assistant_stats", {**assistant_stats_answer(()), "assistants": [
+        {**AssistantFigures("bob").to_result(), "holding": {"student_id": "s1:a"}}]}),
     ("callqueue.complete_student", {**Completion("s1:a", "s1", 3, "reached", NOW, "alice", 1, "final").to_result(),
                                     "final": False}),
     ("callqueue.complete_student", Completion("s1:a", "s1", 3, "no_answer", NOW, "alice", 2, "retry").to_result()),

@@ -11,7 +11,9 @@ gathers its stages, one module each, by the stage of a student's life:
 * ``leases``: lease lengths, heartbeats, reclaiming expired holds, log-off;
 * ``batch``: completing many students in one job;
 * ``campaigns``: retry rules and callback grace of a session, and promoting
-  students whose callback or retry time has come.
+  students whose callback or retry time has come;
+* ``supervision``: read only, what a supervisor sees (sessions at a glance,
+  assistants, callbacks due, latest events), each query on a named index.
 
 ``outcomes`` decides, inside a completion's atomic update, whether its
 outcome is final or the student is scheduled again.
@@ -34,6 +36,7 @@ from workers.store.documents import (
 from workers.store.leases import LeaseStage
 from workers.store.outcomes import CompletionPlan, plan_for
 from workers.store.sessions import SessionStage
+from workers.store.supervision import SupervisionStage
 
 __all__ = [
     "ASSIGNMENT_FIELDS", "CLAIM_INDEX", "SESSIONS", "STUDENTS", "AssignmentStore", "CompletionPlan", "NewStudent",
@@ -42,5 +45,5 @@ __all__ = [
 ]
 
 
-class AssignmentStore(ClaimStage, SessionStage, LeaseStage, BatchStage, CampaignStage):
+class AssignmentStore(ClaimStage, SessionStage, LeaseStage, BatchStage, CampaignStage, SupervisionStage):
     """Data access for call sessions and the students in them (all stages, one object per task)."""

@@ -31,6 +31,12 @@ ONE_PER_ASSISTANT_INDEX = "one_student_per_assistant"
 REQUEST_INDEX = "served_request_ids"
 SESSION_STATUS_INDEX = "session_status"
 LEASE_INDEX = "lease_expiry"
+# Read by the supervision stage (workers/store/supervision.py) only; no claim reads or changes their keys
+# except EVENTS_INDEX, which gains the key of the history entry a claim appends.
+EVENTS_INDEX = "session_events"
+WAITING_INDEX = "session_waiting"
+PENDING_AGE_INDEX = "pending_by_age"
+SESSION_AGE_INDEX = "session_status_age"
 SESSION_CHUNK = 1000
 
 # A pending student's lane says who may claim it; a claim names the lanes it may take from.
@@ -89,10 +95,28 @@ def ensure_indexes(database: Database) -> None:
         IndexModel([("claim_request_ids", ASCENDING)], name=REQUEST_INDEX, unique=True,
                    partialFilterExpression={"claim_request_ids": {"$exists": True}}),
         IndexModel([("lease_expires_at", ASCENDING)], name=LEASE_INDEX),
+        *SUPERVISION_INDEXES,
     ])
     database.get_collection(SESSIONS, write_concern=WRITE_CONCERN).create_indexes([
         IndexModel([("status", ASCENDING)], name=SESSION_STATUS_INDEX),
+        # The sessions of one status, newest first (the dashboard's lists).
+        IndexModel([("status", ASCENDING), ("created_at", DESCENDING), ("_id", ASCENDING)], name=SESSION_AGE_INDEX),
     ])
+
+
+# What a supervisor reads (workers/store/supervision.py), each by its own index:
+# * session_events: a session's history entries by time (claims, completions, releases ...), for rates,
+#   per-assistant figures, the completions chart and the latest events; one key per history entry;
+# * session_waiting: a session's scheduled students by what they wait for and when they are due;
+# * pending_by_age: a session's pending students by lane and import time (partial: pending only),
+#   for the oldest pending student's wait.
+SUPERVISION_INDEXES = [
+    IndexModel([("call_session_id", ASCENDING), ("history.at", ASCENDING)], name=EVENTS_INDEX),
+    IndexModel([("call_session_id", ASCENDING), ("waiting_for", ASCENDING), ("wake_at", ASCENDING)],
+               name=WAITING_INDEX, partialFilterExpression={"wake_at": {"$exists": True}}),
+    IndexModel([("call_session_id", ASCENDING), ("lane", ASCENDING), ("imported_at", ASCENDING)],
+               name=PENDING_AGE_INDEX, partialFilterExpression={"filter_status": PENDING}),
+]
 
 
 def _upgrade_to_lanes(students: Collection) -> None:
@@ -242,7 +266,8 @@ def why_not_held(state: StudentState, assistant_id: str, token: int,
     return NotHolder(f"student {state.student_id!r} is held by another assistant, not {assistant_id!r}")
 
 
-def student_document(session_id: str, row: NewStudent, default_position: int) -> dict[str, Any]:
+def student_document(session_id: str, row: NewStudent, default_position: int,
+                     imported_at: datetime | None = None) -> dict[str, Any]:
     return {
         "_id": f"{_escape_separator(session_id)}:{row.student_key()}",
         "call_session_id": session_id,
@@ -261,6 +286,7 @@ def student_document(session_id: str, row: NewStudent, default_position: int) ->
         "completed_at": None,
         "completed_by": None,
         "history": [],
+        "imported_at": imported_at or utcnow(),
     }
 
 

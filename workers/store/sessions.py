@@ -46,7 +46,8 @@ class SessionStage(StoreStage):
             created = self.create_session(session_id, name)
             self.open_session(session_id)
             first = self._reserve_positions(session_id, len(rows))
-            documents = [student_document(session_id, row, first + index) for index, row in enumerate(rows)]
+            now = utcnow()
+            documents = [student_document(session_id, row, first + index, now) for index, row in enumerate(rows)]
             inserted = sum(self._insert_new(chunk) for chunk in chunks(documents, chunk_size))
         return ImportSummary(session_id, created, len(rows), inserted, len(rows) - inserted)
 

@@ -73,7 +73,8 @@ def holder_options(command: Callable[..., None]) -> Callable[..., None]:
     """The four options that name one hold: session, student, assistant and token."""
     for option in reversed((
         click.option("--session", "session_id", required=True),
-        click.option("--student", "student_id", required=True),
+        click.option("--student", "student_id", required=True,
+                     help="The student: the id it was imported with (s2) or handed out as (SESSION:s2)."),
         click.option("--assistant", "assistant_id", required=True),
         click.option("--token", "assignment_token", type=int, required=True),
     )):

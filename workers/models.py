@@ -1,7 +1,8 @@
 """What the data-access layer hands back: frozen dataclasses built from documents.
 
-These are the only shapes that leave ``workers.assignments``; tasks turn them
-into JSON results with ``to_result()``.
+These are the only shapes that leave ``workers.store``; tasks turn them
+into JSON results with ``to_result()``. Every answer naming a student gives
+both its ``student_id`` (as handed out) and its ``import_id`` (as imported).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
+
+from workers.student_ids import import_id_of
 
 PENDING = ""
 
@@ -114,6 +117,7 @@ class Assignment:
             "status": "assigned",
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "student": self.student,
             "assigned_to": self.assigned_to,
             "assignment_token": self.assignment_token,
@@ -153,6 +157,7 @@ class StudentState:
             "status": status,
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "assignment_token": self.assignment_token,
         }
         if self.assigned_to is not None:
@@ -209,6 +214,7 @@ class Completion:
             "status": "completed",
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "assignment_token": self.assignment_token,
             "outcome": self.outcome,
             "completed_at": _iso(self.completed_at),

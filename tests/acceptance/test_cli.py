@@ -140,3 +140,22 @@ def test_campaign_routing_retries_and_a_personal_callback_from_the_command_line(
     assert json.loads(cleared.stdout)["retry_rules"] == {}
     malformed = producers(server_env, "campaign", "--session", session_id, "--retry", "no_answer=soon")
     assert malformed.returncode == 2 and "OUTCOME=DELAY_SECONDS:MAX_ATTEMPTS" in malformed.stderr
+
+
+def test_complete_takes_the_id_as_imported_and_an_unknown_id_names_the_forms_tried(
+        stack: Stack, server_env: dict[str, str], session_id: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "students.csv"
+    csv_file.write_text("student_id,name\ns2,Eve\n")
+    assert producers(server_env, "import", str(csv_file), "--session", session_id).returncode == 0
+    assigned = json.loads(producers(server_env, "next", "--session", session_id, "--assistant", "alice").stdout)
+    assert (assigned["student_id"], assigned["import_id"]) == (f"{session_id}:s2", "s2")
+
+    holder = ("--session", session_id, "--assistant", "alice", "--token", str(assigned["assignment_token"]))
+    unknown = producers(server_env, "complete", *holder, "--student", "s9", "--outcome", "reached")
+    assert unknown.returncode == 2 and json.loads(unknown.stdout)["error"]["code"] == "unknown_student"
+    assert f"student 's9' is not in call session '{session_id}' (tried as the import's id, stored as " \
+           f"'{session_id}:s9')" in json.loads(unknown.stdout)["error"]["message"]
+    done = producers(server_env, "complete", *holder, "--student", "s2", "--outcome", "reached")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["student_id"] == f"{session_id}:s2"
+    assert json.loads(done.stdout)["import_id"] == "s2"

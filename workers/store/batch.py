@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping
 
 from pymongo import UpdateOne
 
-from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession, UnknownStudent
+from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession
 from workers.models import PENDING, BatchItem, CallSession, StudentState
-from workers.store.base import StoreStage
+from workers.store.base import StoreStage, unknown_student
 from workers.store.documents import Progress, chunks, held_filter, utcnow, why_not_held
 from workers.store.outcomes import already_recorded, completion_update, not_recorded_since_last_claim, plan_for
 from workers.store.durability import translating_driver_errors
+from workers.student_ids import id_forms, import_id_of
 
 
 class BatchStage(StoreStage):
@@ -42,10 +44,11 @@ class BatchStage(StoreStage):
             time.sleep(pause_seconds)
         return results
 
-    def _complete_chunk(self, chunk: list[BatchItem], job_id: str, default_grace_seconds: int,
+    def _complete_chunk(self, given: list[BatchItem], job_id: str, default_grace_seconds: int,
                         now: datetime) -> list[dict[str, Any]]:
         """Read the chunk's sessions (their rules), one bulk write, then a recheck of each item's student."""
         with self.bulk_deadline():
+            chunk = self._resolved(given)
             sessions = {document["_id"]: CallSession.from_document(document) for document in self.sessions.find(
                 {"_id": {"$in": list({item.call_session_id for item in chunk})}})}
             plans = [plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
@@ -61,7 +64,20 @@ class BatchStage(StoreStage):
                 {"_id": {"$in": [item.student_id for item in chunk]}})}
             for session_id in {item.call_session_id for item in chunk} & set(sessions):
                 self.settle_if_closed(session_id, now)
-        return [_batch_result(item, documents.get(item.student_id), job_id, set(sessions)) for item in chunk]
+        return [_batch_result(item, original, documents.get(item.student_id), job_id, set(sessions))
+                for item, original in zip(chunk, given)]
+
+    def _resolved(self, items: list[BatchItem]) -> list[BatchItem]:
+        """Each item naming its student by stored id: the first of its id's forms that exists (see
+        ``workers.student_ids``; one read, only for ids with two forms). An id naming no student is kept
+        as given, and refused as unknown."""
+        forms = [id_forms(item.call_session_id, item.student_id) for item in items]
+        two_forms = [form for item_forms in forms if len(item_forms) > 1 for form in item_forms]
+        existing = {document["_id"] for document in self.students.find(
+            {"_id": {"$in": two_forms}}, {"_id": 1})} if two_forms else set()
+        return [replace(item, student_id=item_forms[0] if len(item_forms) == 1
+                        else next((form for form in item_forms if form in existing), item.student_id))
+                for item, item_forms in zip(items, forms)]
 
 
 def _batch_filter(item: BatchItem) -> dict[str, Any]:
@@ -71,19 +87,22 @@ def _batch_filter(item: BatchItem) -> dict[str, Any]:
             "filter_status": PENDING, "assigned_to": None, **not_recorded_since_last_claim(item.outcome)}
 
 
-def _batch_result(item: BatchItem, document: Mapping[str, Any] | None, job_id: str,
+def _batch_result(item: BatchItem, given: BatchItem, document: Mapping[str, Any] | None, job_id: str,
                   known_sessions: set[str]) -> dict[str, Any]:
-    """Whether this item's write landed, had landed before, or why it could not."""
+    """Whether this item's write landed, had landed before, or why it could not.
+
+    ``item`` names the student by its stored id, ``given`` as the caller wrote it.
+    """
     result: dict[str, Any] = {"index": item.index, "student_id": item.student_id}
     if document is None or document["call_session_id"] != item.call_session_id:
-        error = (UnknownStudent(f"student {item.student_id!r} is not in call session {item.call_session_id!r}")
-                 if item.call_session_id in known_sessions
+        error = (unknown_student(item.call_session_id, given.student_id) if item.call_session_id in known_sessions
                  else UnknownSession(f"call session {item.call_session_id!r} does not exist"))
-        return {**result, "status": "rejected", "error": error.to_error()}
+        return {"index": item.index, "student_id": given.student_id, "status": "rejected", "error": error.to_error()}
+    completed = {**result, "import_id": import_id_of(item.call_session_id, item.student_id), "status": "completed"}
     if any(entry.get("request_id") == item.request_id(job_id) for entry in document.get("history", [])):
-        return {**result, "status": "completed", "unchanged": False}
+        return {**completed, "unchanged": False}
     if already_recorded(document, item.outcome):
-        return {**result, "status": "completed", "unchanged": True}
+        return {**completed, "unchanged": True}
     return {**result, "status": "rejected", "error": _why_batch_refused(item, document).to_error()}
 
 

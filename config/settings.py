@@ -101,6 +101,8 @@ class Settings:
     max_retry_rules: int = 50
     # Most attempts one retry rule may allow.
     max_attempts_limit: int = 100
+    # Most outcomes one session's list of allowed outcomes may name (set_campaign).
+    max_outcomes: int = 100
     # How long the producer client waits for a batch job to finish.
     batch_timeout_seconds: float = 600.0
     # Students written to MongoDB per insert_many during an import.

@@ -1,7 +1,8 @@
 """The demo: 1,000 students, 20 assistants pressing "Get Next" at once, and a summary.
 
-It is also a small campaign: the session retries unanswered calls
-(``no_answer``, 2 s later, up to 3 calls), about one call in ten goes
+It is also a small campaign: the session lists its outcomes (any other is
+refused) and retries unanswered calls (``no_answer``, 2 s later, up to 3
+calls), about one call in ten goes
 unanswered, and every 25th call of an assistant ends with a personal callback
 2 s later. Beat brings due students back every second, and the assistants
 keep pressing until every student has a final outcome.
@@ -19,13 +20,15 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from devstack.assistants import NO_ANSWER, AssistantLog, Behaviour, run_assistants
+from devstack.assistants import CALLBACK_OUTCOME, NO_ANSWER, OUTCOMES, AssistantLog, Behaviour, run_assistants
 from devstack.audit import AuditReport, audit_session
 from devstack.servers import MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
 from producers.client import AssignmentClient
 
 console = Console()
+# Every outcome the simulated assistants record; the session refuses any other.
+DEMO_OUTCOMES = (*OUTCOMES, CALLBACK_OUTCOME)
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,13 @@ def _import(stack: Stack, session_id: str, count: int) -> None:
 
 
 def _set_campaign(stack: Stack, session_id: str, options: DemoOptions) -> None:
+    """The session's retry rule and its list of outcomes (any other outcome is refused)."""
     with AssignmentClient(stack.settings) as client:
-        campaign = client.set_campaign(session_id, options.retry_rules())
+        campaign = client.set_campaign(session_id, options.retry_rules(), allowed_outcomes=DEMO_OUTCOMES)
     for outcome, rule in campaign["retry_rules"].items():
         console.print(f"campaign: {outcome} is called again {rule['delay_seconds']} s later, "
                       f"up to {rule['max_attempts']} calls in all")
+    console.print(f"campaign: outcomes allowed: {', '.join(campaign['allowed_outcomes'])}")
 
 
 def _work(stack: Stack, session_id: str, options: DemoOptions) -> tuple[list[AssistantLog], float]:

@@ -305,18 +305,25 @@ def _retry_rule(value: str) -> tuple[str, dict[str, int]]:
 @click.option("--no-retries", is_flag=True, help="Remove every retry rule: all outcomes are final.")
 @click.option("--grace", "grace_seconds", type=click.IntRange(0), default=None, metavar="SECONDS",
               help="How long after its time a personal callback stays reserved for its assistant.")
+@click.option("--allow-outcome", "allowed", multiple=True, metavar="OUTCOME",
+              help="An outcome completions may record (repeatable; replaces the session's list, and any "
+                   "other outcome is then refused).")
+@click.option("--any-outcome", is_flag=True, help="Remove the session's list: any outcome is accepted.")
 @click.pass_context
 def campaign_command(ctx: click.Context, session_id: str, retries: tuple[str, ...], no_retries: bool,
-                     grace_seconds: int | None) -> None:
-    """Set a session's retry rules and callback grace period; prints the session's settings.
+                     grace_seconds: int | None, allowed: tuple[str, ...], any_outcome: bool) -> None:
+    """Set a session's retry rules, callback grace period and allowed outcomes; prints the session's settings.
 
     Without options it only prints them.
     """
     if retries and no_retries:
         raise click.UsageError("give --retry or --no-retries, not both")
+    if allowed and any_outcome:
+        raise click.UsageError("give --allow-outcome or --any-outcome, not both")
     rules = {} if no_retries else dict(_retry_rule(value) for value in retries) if retries else None
+    outcomes = [] if any_outcome else list(allowed) if allowed else None
     with _client(ctx) as client:
-        _emit(_run(lambda: client.set_campaign(session_id, rules, grace_seconds)))
+        _emit(_run(lambda: client.set_campaign(session_id, rules, grace_seconds, outcomes)))
 
 
 @cli.command("reclaim")

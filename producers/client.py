@@ -133,15 +133,20 @@ class AssignmentClient:
         return self.call("callqueue.set_lease", call_session_id=call_session_id, lease_seconds=lease_seconds)
 
     def set_campaign(self, call_session_id: str, retry_rules: Mapping[str, Mapping[str, int]] | None = None,
-                     callback_grace_seconds: int | None = None) -> dict[str, Any]:
-        """Set the session's retry rules and/or personal-callback grace period; the session's settings.
+                     callback_grace_seconds: int | None = None,
+                     allowed_outcomes: Iterable[str] | None = None) -> dict[str, Any]:
+        """Set the session's retry rules, personal-callback grace period and/or allowed outcomes; the
+        session's settings.
 
         ``retry_rules`` (``{outcome: {"delay_seconds": n, "max_attempts": n}}``)
-        replaces every rule (``{}`` removes them); None keeps what the session has.
+        replaces every rule (``{}`` removes them); ``allowed_outcomes`` makes
+        completions with any other outcome refused (``[]`` allows any again);
+        None keeps what the session has.
         """
         rules = None if retry_rules is None else {outcome: dict(rule) for outcome, rule in retry_rules.items()}
+        extra = {} if allowed_outcomes is None else {"allowed_outcomes": list(allowed_outcomes)}
         return self.call("callqueue.set_campaign", call_session_id=call_session_id, retry_rules=rules,
-                         callback_grace_seconds=callback_grace_seconds)
+                         callback_grace_seconds=callback_grace_seconds, **extra)
 
     def promote_due(self) -> int:
         """Run the promotion now (beat runs it on schedule); how many due students were moved back."""

@@ -49,6 +49,8 @@ class CallSession:
     retry_rules: tuple[RetryRule, ...] = ()
     callback_grace_seconds: int | None = None
     personal_callbacks: bool = False
+    # The outcomes a completion may record; empty: any outcome.
+    allowed_outcomes: tuple[str, ...] = ()
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
@@ -62,6 +64,7 @@ class CallSession:
             retry_rules=tuple(RetryRule(**rule) for rule in document.get("retry_rules") or ()),
             callback_grace_seconds=document.get("callback_grace_seconds"),
             personal_callbacks=bool(document.get("personal_callbacks")),
+            allowed_outcomes=tuple(document.get("allowed_outcomes") or ()),
         )
 
     @property
@@ -73,8 +76,9 @@ class CallSession:
         return next((rule for rule in self.retry_rules if rule.outcome == outcome), None)
 
     def campaign_result(self, default_grace_seconds: int) -> dict[str, Any]:
-        """The session's campaign settings as the JSON answer of ``set_campaign``."""
-        return {
+        """The session's campaign settings as the JSON answer of ``set_campaign``
+        (``allowed_outcomes`` only when the session has a list)."""
+        result = {
             "status": "ok",
             "call_session_id": self.id,
             "retry_rules": {rule.outcome: {"delay_seconds": rule.delay_seconds, "max_attempts": rule.max_attempts}
@@ -82,6 +86,9 @@ class CallSession:
             "callback_grace_seconds": (default_grace_seconds if self.callback_grace_seconds is None
                                        else self.callback_grace_seconds),
         }
+        if self.allowed_outcomes:
+            result["allowed_outcomes"] = list(self.allowed_outcomes)
+        return result
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from workers.store.documents import Progress, chunks, held_filter, utcnow, why_n
 from workers.store.outcomes import already_recorded, completion_update, not_recorded_since_last_claim, plan_for
 from workers.store.durability import translating_driver_errors
 from workers.student_ids import id_forms, import_id_of
+from workers.validation import require_allowed_outcome
 
 
 class BatchStage(StoreStage):
@@ -31,7 +32,9 @@ class BatchStage(StoreStage):
         token needs the current holder and token; an item without them only
         completes a student nobody holds, so a live assignment is never
         overwritten. Each item follows its session's retry rules and may carry
-        a callback, like ``complete``. Items whose student already has that
+        a callback, like ``complete``; an item whose outcome its session's list
+        does not allow is refused and writes nothing. Items name their student
+        by either form of its id (``workers.student_ids``). Items whose student already has that
         outcome (final, or as its latest attempt since it was last claimed)
         report ``unchanged``, so running the job again counts no attempt twice.
         """
@@ -51,20 +54,26 @@ class BatchStage(StoreStage):
             chunk = self._resolved(given)
             sessions = {document["_id"]: CallSession.from_document(document) for document in self.sessions.find(
                 {"_id": {"$in": list({item.call_session_id for item in chunk})}})}
+            refused = {item.index: error for item in chunk
+                       if (error := _outcome_refused(sessions.get(item.call_session_id), item)) is not None}
+            allowed = [item for item in chunk if item.index not in refused]
             plans = [plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
-                     for item in chunk]
-            personal = {item.call_session_id for item, plan in zip(chunk, plans) if plan.marks_session}
+                     for item in allowed]
+            personal = {item.call_session_id for item, plan in zip(allowed, plans) if plan.marks_session}
             if personal:
                 self.note_personal_callbacks(sorted(personal))
             writes = [UpdateOne(_batch_filter(item), completion_update(
                 plan, item.assistant_id, item.assignment_token, item.request_id(job_id), now))
-                for item, plan in zip(chunk, plans)]
-            self.students.bulk_write(writes, ordered=False)
+                for item, plan in zip(allowed, plans)]
+            if writes:
+                self.students.bulk_write(writes, ordered=False)
             documents = {d["_id"]: d for d in self.students_recheck.find(
-                {"_id": {"$in": [item.student_id for item in chunk]}})}
-            for session_id in {item.call_session_id for item in chunk} & set(sessions):
+                {"_id": {"$in": [item.student_id for item in allowed]}})}
+            for session_id in {item.call_session_id for item in allowed} & set(sessions):
                 self.settle_if_closed(session_id, now)
-        return [_batch_result(item, original, documents.get(item.student_id), job_id, set(sessions))
+        return [{"index": item.index, "student_id": original.student_id, "status": "rejected",
+                 "error": refused[item.index].to_error()} if item.index in refused
+                else _batch_result(item, original, documents.get(item.student_id), job_id, set(sessions))
                 for item, original in zip(chunk, given)]
 
     def _resolved(self, items: list[BatchItem]) -> list[BatchItem]:
@@ -78,6 +87,16 @@ class BatchStage(StoreStage):
         return [replace(item, student_id=item_forms[0] if len(item_forms) == 1
                         else next((form for form in item_forms if form in existing), item.student_id))
                 for item, item_forms in zip(items, forms)]
+
+
+def _outcome_refused(session: CallSession | None, item: BatchItem) -> Rejected | None:
+    """The rejection of an item whose outcome its session's list does not allow (nothing is written for it)."""
+    try:
+        require_allowed_outcome(f"items[{item.index}].outcome", item.outcome,
+                                () if session is None else session.allowed_outcomes)
+    except Rejected as exc:
+        return exc
+    return None
 
 
 def _batch_filter(item: BatchItem) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from config import load_settings
+from config import load_caller_settings
 from producers.client import AssignmentClient
 from producers.exporter import CallqueueCollector
 from producers.ops import COMMANDS
@@ -45,7 +45,9 @@ def cli(ctx: click.Context, timeout_seconds: float | None) -> None:
 
 
 def _client(ctx: click.Context) -> AssignmentClient:
-    return AssignmentClient(load_settings(), timeout_seconds=ctx.obj["timeout_seconds"])
+    """A client on the URLs of the environment; without them, the error saying what to set (exit 3)."""
+    settings = _run(load_caller_settings)
+    return AssignmentClient(settings, timeout_seconds=ctx.obj["timeout_seconds"])
 
 
 def _run(action: Callable[[], Any]) -> Any:
@@ -241,7 +243,7 @@ def stats_table(stats: Stats, claims_per_second: float | None = None,
 def metrics_command(port: int, address: str) -> None:
     """Serve the domain figures for Prometheus at http://ADDRESS:PORT/metrics until Ctrl-C."""
     registry = CollectorRegistry()
-    registry.register(CallqueueCollector(load_settings()))
+    registry.register(CallqueueCollector(_run(load_caller_settings)))
     server, thread = start_http_server(port, addr=address, registry=registry)
     click.echo(f"serving callqueue metrics on http://{address}:{port}/metrics", err=True)
     try:

@@ -330,13 +330,16 @@ def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignme
     return state.to_result("renewed")
 
 
-@callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True)
+# Beat's periodic jobs send no task events (nor, from beat, task-sent events: workers.app.quiet_beat), so that
+# Flower's task list shows the calls people make, not a promotion every few seconds; their work is logged and
+# counted (``reclaimed``, ``promoted``), and a failure is logged by the worker as any task's.
+@callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True, send_events=False)
 def reclaim_expired() -> Result:
     """Return every student whose lease ran out to the pool (run by beat)."""
     return _beat_job_result("reclaimed", _store().reclaim_expired())
 
 
-@callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True)
+@callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True, send_events=False)
 def promote_due() -> Result:
     """Return students whose callback or retry time has come to the pool (run by beat)."""
     return _beat_job_result("promoted", _store().promote_due())

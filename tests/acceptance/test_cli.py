@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from devstack.processes import free_port
 from devstack.servers import PROJECT_ROOT
 from devstack.stack import Stack
 
@@ -159,3 +161,37 @@ def test_complete_takes_the_id_as_imported_and_an_unknown_id_names_the_forms_tri
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["student_id"] == f"{session_id}:s2"
     assert json.loads(done.stdout)["import_id"] == "s2"
+
+
+def timed_cli(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m producers ARGS`` and its wall time, in seconds."""
+    started = time.monotonic()
+    finished = subprocess.run([sys.executable, "-m", "producers", *args], capture_output=True, text=True,
+                              timeout=120, cwd=PROJECT_ROOT, env={**env, "PYTHONPATH": PROJECT_ROOT})
+    return finished, time.monotonic() - started
+
+
+def test_a_dead_redis_is_reported_within_the_client_timeout_naming_its_url_without_the_password() -> None:
+    dead = f"redis://:hunter2@127.0.0.1:{free_port()}"
+    env = {**os.environ, "CELERY_BROKER_URL": f"{dead}/0", "CELERY_RESULT_BACKEND": f"{dead}/1",
+           "CALLQUEUE_CLIENT_TIMEOUT_SECONDS": "4"}
+    _, startup = timed_cli(env, "stats", "--help")  # the interpreter and imports, without a call
+
+    failed, seconds = timed_cli(env, "stats", "--session", "any")
+
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    error = json.loads(failed.stdout)["error"]
+    assert error["code"] == "BrokerUnavailable"
+    masked = dead.replace("hunter2", "**")
+    assert f"running at {masked}/0 (CELERY_BROKER_URL) and {masked}/1 (CELERY_RESULT_BACKEND)" in error["message"]
+    assert "hunter2" not in failed.stdout + failed.stderr and "must be restarted" not in error["message"]
+    assert seconds - startup < 4
+
+
+def test_without_broker_urls_the_cli_says_what_to_set_instead_of_trying_a_default_redis() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_")}
+    refused, _ = timed_cli(env, "next", "--session", "any", "--assistant", "alice")
+    assert refused.returncode == 3
+    error = json.loads(refused.stdout)["error"]
+    assert error["code"] == "ConfigurationError"
+    assert error["message"].startswith("CELERY_BROKER_URL and CELERY_RESULT_BACKEND are not set")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -12,13 +13,17 @@ from devstack.processes import free_port
 from devstack.servers import CeleryWorker, RedisServer
 from producers.client import AssignmentClient
 from workers.app import ASSIGNMENTS_QUEUE, create_app
-from workers.exceptions import BrokerUnavailable, TaskFailed
+from workers.exceptions import BrokerUnavailable, StoreUnavailable, TaskFailed
 
 
 @pytest.fixture()
 def worker_without_mongo(tmp_path: Path, server_env: dict[str, str],
                          redis_server: RedisServer) -> Iterator[tuple[Settings, CeleryWorker]]:
-    """A worker on its own Redis databases whose MongoDB URL points at a closed port."""
+    """A worker on its own Redis databases whose MongoDB URL points at a closed port.
+
+    Each run of a task gives up after the operation deadline (``CALLQUEUE_MONGO_OPERATION_TIMEOUT_SECONDS``,
+    2 s); with two retries, a task ends in FAILURE no sooner than 6 s after it was received.
+    """
     env = {**server_env, "MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/",
            "CELERY_BROKER_URL": redis_server.url(4), "CELERY_RESULT_BACKEND": redis_server.url(5),
            "CALLQUEUE_MONGO_SERVER_SELECTION_TIMEOUT_SECONDS": "0.5"}
@@ -45,6 +50,19 @@ def test_unreachable_mongodb_is_retried_then_fails_visibly(
     retries = [line for line in worker.process.log_path.read_text().splitlines()
                if message.id in line and "Retry in" in line]
     assert len(retries) == settings.task_max_retries
+
+
+def test_a_call_the_workers_retry_for_an_unreachable_mongodb_ends_at_the_client_timeout_naming_it(
+        worker_without_mongo: tuple[Settings, CeleryWorker]) -> None:
+    """No resend behind the same outage: the client reports the workers' reason when its first wait ends."""
+    settings, _worker = worker_without_mongo
+    address = settings.mongo_url.split("//", 1)[1].strip("/")
+    started = time.monotonic()
+    with AssignmentClient(settings, timeout_seconds=4) as client:  # the first retry comes at about 2 s
+        with pytest.raises(StoreUnavailable, match=rf"the workers are retrying it because MongoDB at {address} "
+                                                   r"is unreachable: ServerSelectionTimeoutError\. Check that mongod"):
+            client.stats("any-session")
+    assert time.monotonic() - started < 2 * 4  # within the first wait: resending would wait another 4 s
 
 
 def test_unreachable_redis_raises_broker_unavailable(server_env: dict[str, str]) -> None:

@@ -45,9 +45,10 @@ def cli(ctx: click.Context, timeout_seconds: float | None) -> None:
 
 
 def _client(ctx: click.Context) -> AssignmentClient:
-    """A client on the URLs of the environment; without them, the error saying what to set (exit 3)."""
+    """A client on the URLs of the environment (without them, the error saying what to set, exit 3) that
+    reports an unreachable MongoDB at the first wait the workers spent retrying for it."""
     settings = _run(load_caller_settings)
-    return AssignmentClient(settings, timeout_seconds=ctx.obj["timeout_seconds"])
+    return AssignmentClient(settings, timeout_seconds=ctx.obj["timeout_seconds"], stop_at_store_outage=True)
 
 
 def _run(action: Callable[[], Any]) -> Any:

@@ -47,11 +47,16 @@ class AssignmentClient:
     """Client for the callqueue tasks (one per thread)."""
 
     def __init__(self, settings: Settings | None = None, timeout_seconds: float | None = None,
-                 retries: int | None = None, app: CallqueueCelery | None = None) -> None:
+                 retries: int | None = None, app: CallqueueCelery | None = None,
+                 stop_at_store_outage: bool = False) -> None:
+        """``stop_at_store_outage``: raise ``StoreUnavailable`` as soon as one wait ends while the workers
+        retry the request because MongoDB is unreachable, instead of resending (a person at a terminal
+        wants to know at once; a service may rather ride out a short restart)."""
         self.settings = settings or load_caller_settings()
         self.app = app or create_app(self.settings, include_tasks=False)
         self.timeout_seconds = timeout_seconds or self.settings.client_timeout_seconds
         self.retries = self.settings.client_retries if retries is None else retries
+        self.stop_at_store_outage = stop_at_store_outage
 
     def __enter__(self) -> "AssignmentClient":
         return self
@@ -214,6 +219,10 @@ class AssignmentClient:
             started = time.monotonic()
             try:
                 answer = self._call_once(task_name, kwargs)
+            except _StoreOutage as outage:
+                if self.stop_at_store_outage or attempt == self.retries:
+                    raise StoreUnavailable(str(outage)) from outage
+                answer = None
             except _TransportFault as exc:
                 outage_started = started if outage_started is None else outage_started
                 backoff = min(0.5 * 2 ** attempt, 5.0)
@@ -245,10 +254,10 @@ class AssignmentClient:
     def _call_once(self, task_name: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
         """One send and wait; None when it timed out or the message expired unrun.
 
-        When it timed out while the workers were retrying it because MongoDB
-        is unreachable (not a failover, which is short), resending would only
-        queue another request behind the same outage: ``StoreUnavailable``
-        says so, with the workers' reason, instead.
+        ``_StoreOutage`` when it timed out while the workers were retrying it
+        because MongoDB is unreachable (not a failover, which is short), with
+        their reason: the caller resends, or says so (``stop_at_store_outage``,
+        or after the last attempt) rather than just "no answer".
         """
         outage: Any = None
         with _transport_faults():
@@ -262,7 +271,7 @@ class AssignmentClient:
             finally:
                 message.backend.remove_pending_result(message)
         if isinstance(outage, StoreUnavailable) and not isinstance(outage, FailoverInProgress):
-            raise StoreUnavailable(
+            raise _StoreOutage(
                 f"{task_name}: no answer within {self.timeout_seconds:g} s: the workers are retrying it because "
                 f"{outage}. Check that mongod is running there and the workers' MONGO_URL "
                 "(python -m producers health checks every server)")
@@ -273,6 +282,10 @@ class AssignmentClient:
         if message.state == states.FAILURE:
             raise TaskFailed(f"{task_name} failed: {type(result).__name__}: {result}")
         return result
+
+
+class _StoreOutage(Exception):
+    """A wait ended while the workers were retrying the request because MongoDB is unreachable."""
 
 
 class _TransportFault(Exception):

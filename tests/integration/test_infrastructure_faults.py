@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -10,10 +14,10 @@ import pytest
 
 from config import Settings
 from devstack.processes import free_port
-from devstack.servers import CeleryWorker, RedisServer
+from devstack.servers import PROJECT_ROOT, CeleryWorker, RedisServer
 from producers.client import AssignmentClient
 from workers.app import ASSIGNMENTS_QUEUE, create_app
-from workers.exceptions import BrokerUnavailable, StoreUnavailable, TaskFailed
+from workers.exceptions import BrokerUnavailable, TaskFailed
 
 
 @pytest.fixture()
@@ -52,17 +56,23 @@ def test_unreachable_mongodb_is_retried_then_fails_visibly(
     assert len(retries) == settings.task_max_retries
 
 
-def test_a_call_the_workers_retry_for_an_unreachable_mongodb_ends_at_the_client_timeout_naming_it(
+def test_the_cli_reports_an_unreachable_mongodb_at_the_first_timeout_naming_it(
         worker_without_mongo: tuple[Settings, CeleryWorker]) -> None:
-    """No resend behind the same outage: the client reports the workers' reason when its first wait ends."""
+    """No resend behind the same outage: the command line says what the workers met when its first wait ends."""
     settings, _worker = worker_without_mongo
     address = settings.mongo_url.split("//", 1)[1].strip("/")
+    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT, "CELERY_BROKER_URL": settings.broker_url,
+           "CELERY_RESULT_BACKEND": settings.result_backend}
     started = time.monotonic()
-    with AssignmentClient(settings, timeout_seconds=4) as client:  # the first retry comes at about 2 s
-        with pytest.raises(StoreUnavailable, match=rf"the workers are retrying it because MongoDB at {address} "
-                                                   r"is unreachable: ServerSelectionTimeoutError\. Check that mongod"):
-            client.stats("any-session")
-    assert time.monotonic() - started < 2 * 4  # within the first wait: resending would wait another 4 s
+    failed = subprocess.run([sys.executable, "-m", "producers", "--timeout", "4", "stats", "--session", "any"],
+                            capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT, env=env)
+    seconds = time.monotonic() - started
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    error = json.loads(failed.stdout)["error"]
+    assert error["code"] == "StoreUnavailable"
+    assert (f"no answer within 4 s: the workers are retrying it because MongoDB at {address} is unreachable: "
+            "ServerSelectionTimeoutError. Check that mongod is running there") in error["message"]
+    assert seconds < 2 * 4  # the first retry comes at about 2 s; resending would wait another 4 s
 
 
 def test_unreachable_redis_raises_broker_unavailable(server_env: dict[str, str]) -> None:

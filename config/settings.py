@@ -102,6 +102,8 @@ class Settings:
     max_retry_rules: int = 50
     # Most attempts one retry rule may allow.
     max_attempts_limit: int = 100
+    # Most outcomes one session's list of allowed outcomes may name (set_campaign).
+    max_outcomes: int = 100
     # How long the producer client waits for a batch job to finish.
     batch_timeout_seconds: float = 600.0
     # Students written to MongoDB per insert_many during an import.
@@ -208,3 +210,25 @@ def _convert(name: str, raw: str, annotation: str) -> object:
 def load_settings() -> Settings:
     """Settings for this process, read from the environment on each call."""
     return Settings.from_env()
+
+
+# What a caller of the tasks must name itself: the defaults would talk to whatever Redis listens on 127.0.0.1:6379.
+CALLER_VARIABLES = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+
+
+def load_caller_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for a caller of the tasks (the client and the command line), read from the environment.
+
+    Unlike the workers, a caller does not fall back to the default Redis on
+    127.0.0.1:6379: that may be another application's Redis, which would take
+    the messages and never answer. ``ConfigurationError`` names what to set.
+    """
+    environ = os.environ if environ is None else environ
+    missing = [name for name in CALLER_VARIABLES if not environ.get(name)]
+    if missing:
+        raise ConfigurationError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: callqueue's client does not "
+            "guess where the broker is (a Redis on 127.0.0.1:6379 may be another application's). Set "
+            f"{'it' if len(missing) == 1 else 'them'} to the deployment's Redis URLs; `make demo DEMO_ARGS=--hold` "
+            "prints the export lines for its stack")
+    return Settings.from_env(environ)

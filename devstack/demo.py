@@ -1,7 +1,8 @@
 """The demo: 1,000 students, 20 assistants pressing "Get Next" at once, and a summary.
 
-It is also a small campaign: the session retries unanswered calls
-(``no_answer``, 2 s later, up to 3 calls), about one call in ten goes
+It is also a small campaign: the session lists its outcomes (any other is
+refused) and retries unanswered calls (``no_answer``, 2 s later, up to 3
+calls), about one call in ten goes
 unanswered, and every 25th call of an assistant ends with a personal callback
 2 s later. Beat brings due students back every second, and the assistants
 keep pressing until every student has a final outcome.
@@ -10,8 +11,10 @@ keep pressing until every student has a final outcome.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
+from shlex import quote
 from urllib.parse import urlsplit
 
 from pymongo import MongoClient
@@ -19,13 +22,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from devstack.assistants import NO_ANSWER, AssistantLog, Behaviour, run_assistants
+from devstack.assistants import CALLBACK_OUTCOME, NO_ANSWER, OUTCOMES, AssistantLog, Behaviour, run_assistants
 from devstack.audit import AuditReport, audit_session
-from devstack.servers import MongoServer, RedisServer
+from config.redis_urls import is_sentinel_url
+from devstack.servers import PROJECT_ROOT, MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
 from producers.client import AssignmentClient
 
 console = Console()
+# Every outcome the simulated assistants record; the session refuses any other.
+DEMO_OUTCOMES = (*OUTCOMES, CALLBACK_OUTCOME)
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ def run_demo(options: DemoOptions, stack_options: StackOptions) -> bool:
         report = _audit(stack, session_id, logs)
         _print_summary(stack, session_id, logs, report, seconds, options)
         if options.hold:
-            _hold(stack)
+            _hold(stack, session_id)
         return (report.clean and not any(log.errors for log in logs)
                 and report.final_completions == report.completed == report.students)
 
@@ -85,11 +91,16 @@ def _print_stack(stack: Stack) -> None:
         table.add_row("beat (reclaims expired leases, brings back due retries and callbacks)",
                       f"pid {stack.beat.process.pid}")
     if stack.flower:
-        table.add_row("Flower", f"{stack.flower.url} (pid {stack.flower.process.pid})")
+        table.add_row("Flower", f"{stack.flower.url} (pid {stack.flower.process.pid}){_login(stack)}")
     if stack.dashboard:
         table.add_row("supervisor dashboard (no login: 127.0.0.1 only)",
                       f"{stack.dashboard.url}/ (pid {stack.dashboard.process.pid})")
     console.print(table)
+
+
+def _login(stack: Stack) -> str:
+    """``, login USER / PASSWORD`` of the Flower this stack started with a login of its own (a throw-away one)."""
+    return "" if stack.flower_login is None else ", login {} / {}".format(*stack.flower_login)
 
 
 def _where(server: MongoServer | RedisServer | None, url: str) -> str:
@@ -110,11 +121,13 @@ def _import(stack: Stack, session_id: str, count: int) -> None:
 
 
 def _set_campaign(stack: Stack, session_id: str, options: DemoOptions) -> None:
+    """The session's retry rule and its list of outcomes (any other outcome is refused)."""
     with AssignmentClient(stack.settings) as client:
-        campaign = client.set_campaign(session_id, options.retry_rules())
+        campaign = client.set_campaign(session_id, options.retry_rules(), allowed_outcomes=DEMO_OUTCOMES)
     for outcome, rule in campaign["retry_rules"].items():
         console.print(f"campaign: {outcome} is called again {rule['delay_seconds']} s later, "
                       f"up to {rule['max_attempts']} calls in all")
+    console.print(f"campaign: outcomes allowed: {', '.join(campaign['allowed_outcomes'])}")
 
 
 def _work(stack: Stack, session_id: str, options: DemoOptions) -> tuple[list[AssistantLog], float]:
@@ -164,17 +177,58 @@ def _print_summary(stack: Stack, session_id: str, logs: list[AssistantLog], repo
         table.add_row(label, str(value))
     console.print(table)
     if stack.flower:
-        console.print(f"Flower: {stack.flower.url}/tasks")
+        console.print(f"Flower: {stack.flower.url}/tasks{_login(stack)}", highlight=False)
     if stack.dashboard:
-        console.print(f"Supervisor dashboard: {stack.dashboard.url}/session?id={session_id}")
+        console.print(f"Supervisor dashboard: {stack.dashboard.url}/session?id={session_id}", highlight=False)
     console.print("[green]no student was handed to two assistants[/green]" if report.clean
                   else "[red]DOUBLE HAND-OUT DETECTED[/red]")
 
 
-def _hold(stack: Stack) -> None:
+def _hold(stack: Stack, session_id: str) -> None:
+    for line in handover_lines(stack, session_id, _interpreter()):
+        console.out(line, highlight=False)  # as is: no markup, no wrapping, so that it pastes
     console.print("The stack keeps running; press Ctrl-C to stop everything.")
     try:
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         console.print("stopping ...")
+
+
+# What a shell needs to reach the demo's stack: the CLI and the client read these.
+SERVER_VARIABLES = ("MONGO_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+
+
+def handover_lines(stack: Stack, session_id: str, python: str) -> list[str]:
+    """Lines to paste into another shell: ``cd`` here, ``export`` every setting the CLI and the client need
+    for this stack (and Flower's address and login), then two commands to try.
+
+    Servers named by the environment the demo ran with are not repeated (their URLs may hold passwords):
+    a comment names those variables instead.
+    """
+    ours = {}
+    if stack.mongo is not None or stack.replica_set is not None:
+        ours["MONGO_URL"] = stack.env["MONGO_URL"]
+    ours["MONGO_DB"] = stack.settings.mongo_db
+    if stack.redis is not None:
+        ours |= {name: stack.env[name] for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
+    elif is_sentinel_url(stack.settings.broker_url):
+        ours["CALLQUEUE_REDIS_SENTINEL_MASTER"] = stack.settings.redis_sentinel_master
+    lines = ["# To reach this stack from another shell, paste:", f"cd {quote(PROJECT_ROOT)}"]
+    lines += [f"export {name}={quote(value)}" for name, value in ours.items()]
+    theirs = [name for name in SERVER_VARIABLES if name not in ours]
+    if theirs:
+        lines.append(f"# and {', '.join(theirs)} as in the environment the demo ran with "
+                     "(not repeated here: they may hold passwords)")
+    second_try = f"{python} -m producers health"
+    if stack.flower is not None and stack.flower_login is not None:
+        login = quote(":".join(stack.flower_login))
+        lines.append(f"export FLOWER_URL={quote(stack.flower.url)} FLOWER_BASIC_AUTH={login}")
+        second_try = 'curl -su "$FLOWER_BASIC_AUTH" "$FLOWER_URL/api/workers?status=true"'
+    return [*lines, "# then try:", f"{python} -m producers stats --session {quote(session_id)}", second_try]
+
+
+def _interpreter() -> str:
+    """This Python, as a command run from the project's folder (``.venv/bin/python`` under ``make demo``)."""
+    inside = os.path.commonpath([sys.executable, PROJECT_ROOT]) == PROJECT_ROOT
+    return quote(os.path.relpath(sys.executable, PROJECT_ROOT) if inside else sys.executable)

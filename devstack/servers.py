@@ -37,10 +37,10 @@ def mongod_binary() -> str:
 
 
 def redis_binary() -> str:
-    """Path of redis-server; Debian's package provides it (``make redis`` installs it)."""
+    """Path of redis-server; Debian's package provides it (``make system-demo`` installs it)."""
     found = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
     if not found:
-        raise StartupError("redis-server not found: run `make redis` (apt-get install redis-server)")
+        raise StartupError("redis-server not found: run `make system-demo` (apt-get install redis-server, as root)")
     return found
 
 

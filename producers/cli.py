@@ -22,7 +22,7 @@ from rich.table import Table
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from config import load_settings
+from config import load_caller_settings
 from producers.client import AssignmentClient
 from producers.dashboard.command import dashboard_command
 from producers.exporter import CallqueueCollector
@@ -46,7 +46,10 @@ def cli(ctx: click.Context, timeout_seconds: float | None) -> None:
 
 
 def _client(ctx: click.Context) -> AssignmentClient:
-    return AssignmentClient(load_settings(), timeout_seconds=ctx.obj["timeout_seconds"])
+    """A client on the URLs of the environment (without them, the error saying what to set, exit 3) that
+    reports an unreachable MongoDB at the first wait the workers spent retrying for it."""
+    settings = _run(load_caller_settings)
+    return AssignmentClient(settings, timeout_seconds=ctx.obj["timeout_seconds"], stop_at_store_outage=True)
 
 
 def _run(action: Callable[[], Any]) -> Any:
@@ -74,7 +77,8 @@ def holder_options(command: Callable[..., None]) -> Callable[..., None]:
     """The four options that name one hold: session, student, assistant and token."""
     for option in reversed((
         click.option("--session", "session_id", required=True),
-        click.option("--student", "student_id", required=True),
+        click.option("--student", "student_id", required=True,
+                     help="The student: the id it was imported with (s2) or handed out as (SESSION:s2)."),
         click.option("--assistant", "assistant_id", required=True),
         click.option("--token", "assignment_token", type=int, required=True),
     )):
@@ -241,7 +245,7 @@ def stats_table(stats: Stats, claims_per_second: float | None = None,
 def metrics_command(port: int, address: str) -> None:
     """Serve the domain figures for Prometheus at http://ADDRESS:PORT/metrics until Ctrl-C."""
     registry = CollectorRegistry()
-    registry.register(CallqueueCollector(load_settings()))
+    registry.register(CallqueueCollector(_run(load_caller_settings)))
     server, thread = start_http_server(port, addr=address, registry=registry)
     click.echo(f"serving callqueue metrics on http://{address}:{port}/metrics", err=True)
     try:
@@ -305,18 +309,25 @@ def _retry_rule(value: str) -> tuple[str, dict[str, int]]:
 @click.option("--no-retries", is_flag=True, help="Remove every retry rule: all outcomes are final.")
 @click.option("--grace", "grace_seconds", type=click.IntRange(0), default=None, metavar="SECONDS",
               help="How long after its time a personal callback stays reserved for its assistant.")
+@click.option("--allow-outcome", "allowed", multiple=True, metavar="OUTCOME",
+              help="An outcome completions may record (repeatable; replaces the session's list, and any "
+                   "other outcome is then refused).")
+@click.option("--any-outcome", is_flag=True, help="Remove the session's list: any outcome is accepted.")
 @click.pass_context
 def campaign_command(ctx: click.Context, session_id: str, retries: tuple[str, ...], no_retries: bool,
-                     grace_seconds: int | None) -> None:
-    """Set a session's retry rules and callback grace period; prints the session's settings.
+                     grace_seconds: int | None, allowed: tuple[str, ...], any_outcome: bool) -> None:
+    """Set a session's retry rules, callback grace period and allowed outcomes; prints the session's settings.
 
     Without options it only prints them.
     """
     if retries and no_retries:
         raise click.UsageError("give --retry or --no-retries, not both")
+    if allowed and any_outcome:
+        raise click.UsageError("give --allow-outcome or --any-outcome, not both")
     rules = {} if no_retries else dict(_retry_rule(value) for value in retries) if retries else None
+    outcomes = [] if any_outcome else list(allowed) if allowed else None
     with _client(ctx) as client:
-        _emit(_run(lambda: client.set_campaign(session_id, rules, grace_seconds)))
+        _emit(_run(lambda: client.set_campaign(session_id, rules, grace_seconds, outcomes)))
 
 
 @cli.command("reclaim")

@@ -21,13 +21,13 @@ import redis
 import redis.exceptions
 from redis.sentinel import SentinelConnectionPool
 from kombu.exceptions import OperationalError
-from kombu.utils.url import maybe_sanitize_url
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.table import Table
 
 from config import Settings, load_settings
+from config.redis_urls import redacted_url
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
 from workers.exceptions import BrokerUnavailable, ConfigurationError, InfrastructureError, StoreUnavailable
 from workers.store.durability import probe_majority_write
@@ -99,7 +99,7 @@ def mongo_durability(settings: Settings, timeout_seconds: float) -> Check:
 
 def redis_location(url: str) -> str:
     """The URL without its password, every address of a ``sentinel://`` URL included (for messages)."""
-    return ";".join(maybe_sanitize_url(address) for address in url.split(";"))
+    return redacted_url(url)
 
 
 def ping_redis(url: str, role: str, timeout_seconds: float, master_name: str | None = None) -> str:

@@ -18,12 +18,14 @@ class Assigned:
     assignment_token: int
     already_held: bool
     request_id: str
+    # The id the import gave the student (``student_id`` without the session's prefix); tasks accept either.
+    import_id: str | None = None
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any], request_id: str) -> "Assigned":
         return cls(result["call_session_id"], result["student_id"], dict(result["student"]),
                    result["assigned_to"], int(result["assignment_token"]),
-                   bool(result["already_held"]), request_id)
+                   bool(result["already_held"]), request_id, result.get("import_id"))
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,13 @@ class StudentUpdate:
     student_id: str
     assignment_token: int
     outcome: str | None = None
+    # The id the import gave the student; tasks accept it as well as ``student_id``.
+    import_id: str | None = None
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "StudentUpdate":
         return cls(result["status"], result["call_session_id"], result["student_id"],
-                   int(result["assignment_token"]), result.get("outcome"))
+                   int(result["assignment_token"]), result.get("outcome"), result.get("import_id"))
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class Completed(StudentUpdate):
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "Completed":
         return cls(result["status"], result["call_session_id"], result["student_id"],
-                   int(result["assignment_token"]), result.get("outcome"),
+                   int(result["assignment_token"]), result.get("outcome"), result.get("import_id"),
                    completed_at=parse_moment(result.get("completed_at")),
                    completed_by=result.get("completed_by"),
                    attempt=int(result.get("attempt") or 1),

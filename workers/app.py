@@ -9,9 +9,10 @@ for imports and bulk jobs, so bulk work never waits in front of a claim.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, beat_init
 from kombu import Queue
 from kombu.serialization import register as register_serializer
 from kombu.utils import json as kombu_json
@@ -165,7 +166,19 @@ def use_json_logs(logger: logging.Logger, **_: object) -> None:
             handler.setFormatter(JsonFormatter())
 
 
+def quiet_beat(sender: Any, **_: object) -> None:
+    """Beat publishes its periodic jobs without ``task-sent`` events.
+
+    With the workers sending no events for them either (``send_events=False``
+    on ``reclaim_expired`` and ``promote_due``), Flower never lists them:
+    otherwise a promotion every few seconds pushes the calls people make off
+    its task list. Other producers keep sending ``task-sent`` events.
+    """
+    sender.app.conf.task_send_sent_event = False
+
+
 after_setup_logger.connect(use_json_logs)
 after_setup_task_logger.connect(use_json_logs)
+beat_init.connect(quiet_beat)
 
 app = create_app()

@@ -1,7 +1,8 @@
 """What the data-access layer hands back: frozen dataclasses built from documents.
 
-These are the only shapes that leave ``workers.assignments``; tasks turn them
-into JSON results with ``to_result()``.
+These are the only shapes that leave ``workers.store``; tasks turn them
+into JSON results with ``to_result()``. Every answer naming a student gives
+both its ``student_id`` (as handed out) and its ``import_id`` (as imported).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
+
+from workers.student_ids import import_id_of
 
 PENDING = ""
 
@@ -46,6 +49,8 @@ class CallSession:
     retry_rules: tuple[RetryRule, ...] = ()
     callback_grace_seconds: int | None = None
     personal_callbacks: bool = False
+    # The outcomes a completion may record; empty: any outcome.
+    allowed_outcomes: tuple[str, ...] = ()
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
@@ -59,6 +64,7 @@ class CallSession:
             retry_rules=tuple(RetryRule(**rule) for rule in document.get("retry_rules") or ()),
             callback_grace_seconds=document.get("callback_grace_seconds"),
             personal_callbacks=bool(document.get("personal_callbacks")),
+            allowed_outcomes=tuple(document.get("allowed_outcomes") or ()),
         )
 
     @property
@@ -70,8 +76,9 @@ class CallSession:
         return next((rule for rule in self.retry_rules if rule.outcome == outcome), None)
 
     def campaign_result(self, default_grace_seconds: int) -> dict[str, Any]:
-        """The session's campaign settings as the JSON answer of ``set_campaign``."""
-        return {
+        """The session's campaign settings as the JSON answer of ``set_campaign``
+        (``allowed_outcomes`` only when the session has a list)."""
+        result = {
             "status": "ok",
             "call_session_id": self.id,
             "retry_rules": {rule.outcome: {"delay_seconds": rule.delay_seconds, "max_attempts": rule.max_attempts}
@@ -79,6 +86,9 @@ class CallSession:
             "callback_grace_seconds": (default_grace_seconds if self.callback_grace_seconds is None
                                        else self.callback_grace_seconds),
         }
+        if self.allowed_outcomes:
+            result["allowed_outcomes"] = list(self.allowed_outcomes)
+        return result
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ class Assignment:
             "status": "assigned",
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "student": self.student,
             "assigned_to": self.assigned_to,
             "assignment_token": self.assignment_token,
@@ -153,6 +164,7 @@ class StudentState:
             "status": status,
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "assignment_token": self.assignment_token,
         }
         if self.assigned_to is not None:
@@ -209,6 +221,7 @@ class Completion:
             "status": "completed",
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "assignment_token": self.assignment_token,
             "outcome": self.outcome,
             "completed_at": _iso(self.completed_at),

@@ -31,8 +31,8 @@ from workers.models import BatchItem
 from workers.session_cache import OpenSessionCache
 from workers.mongo import get_database
 from workers.validation import (
-    optional_callback, optional_id, require_document, require_id, require_ids, require_int, require_list,
-    require_retry_rules, require_text, require_token,
+    optional_callback, optional_id, require_allowed_outcome, require_document, require_id, require_ids, require_int,
+    require_list, require_outcome_list, require_retry_rules, require_text, require_token,
 )
 
 Result = dict[str, Any]
@@ -226,7 +226,7 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
     The session's retry rule for the outcome may schedule another attempt;
     ``callback_at`` schedules a callback (for ``callback_assistant`` first,
     if given). The answer says which: ``next`` is ``final``, ``retry`` or
-    ``callback``.
+    ``callback``. A session with a list of outcomes refuses any other.
     """
     started = time.perf_counter()
     session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
@@ -236,8 +236,10 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
                                  app.settings.max_schedule_ahead_seconds)
     request = _current_request_id()
     store = _store()
-    plan = plan_for(_open_sessions.known_session(store, session_id), result, callback,
-                    app.settings.callback_grace_seconds)
+    session = _open_sessions.known_session(store, session_id)
+    if session is not None:
+        require_allowed_outcome("outcome", result, session.allowed_outcomes)
+    plan = plan_for(session, result, callback, app.settings.callback_grace_seconds)
     completion = store.complete(session_id, student, assistant, token, plan, request)
     report("completed", session=session_id, assistant=assistant, student=student, token=token,
            outcome=result, attempt=completion.attempt, next=completion.next, request_id=request,
@@ -344,13 +346,16 @@ def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignme
     return state.to_result("renewed")
 
 
-@callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True)
+# Beat's periodic jobs send no task events (nor, from beat, task-sent events: workers.app.quiet_beat), so that
+# Flower's task list shows the calls people make, not a promotion every few seconds; their work is logged and
+# counted (``reclaimed``, ``promoted``), and a failure is logged by the worker as any task's.
+@callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True, send_events=False)
 def reclaim_expired() -> Result:
     """Return every student whose lease ran out to the pool (run by beat)."""
     return _beat_job_result("reclaimed", _store().reclaim_expired())
 
 
-@callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True)
+@callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True, send_events=False)
 def promote_due() -> Result:
     """Return students whose callback or retry time has come to the pool (run by beat)."""
     return _beat_job_result("promoted", _store().promote_due())
@@ -365,12 +370,14 @@ def _beat_job_result(event: str, count: int) -> Result:
 
 @callqueue_task("callqueue.set_campaign")
 def set_campaign(call_session_id: str, retry_rules: dict | None = None,
-                 callback_grace_seconds: int | None = None) -> Result:
-    """Set the session's retry rules by outcome and/or its personal-callback grace period.
+                 callback_grace_seconds: int | None = None, allowed_outcomes: list | None = None) -> Result:
+    """Set the session's retry rules by outcome, its personal-callback grace period and/or its outcomes.
 
     ``retry_rules`` replaces all rules (``{}`` removes them), for example
-    ``{"no_answer": {"delay_seconds": 7200, "max_attempts": 3}}``; an
-    argument left out (or null) keeps what the session has.
+    ``{"no_answer": {"delay_seconds": 7200, "max_attempts": 3}}``;
+    ``allowed_outcomes`` (``["reached", "no_answer"]``) makes completions
+    with any other outcome refused (``[]`` allows any again); an argument
+    left out (or null) keeps what the session has.
     """
     session_id = require_id("call_session_id", call_session_id, _limit())
     rules = None if retry_rules is None else require_retry_rules(
@@ -378,7 +385,9 @@ def set_campaign(call_session_id: str, retry_rules: dict | None = None,
         app.settings.max_attempts_limit)
     grace = None if callback_grace_seconds is None else require_int(
         "callback_grace_seconds", callback_grace_seconds, 0, app.settings.max_schedule_ahead_seconds)
-    session = _store().set_campaign(session_id, rules, grace)
+    outcomes = None if allowed_outcomes is None else require_outcome_list(
+        allowed_outcomes, _limit(), app.settings.max_outcomes)
+    session = _store().set_campaign(session_id, rules, grace, outcomes)
     report("campaign_set", session=session_id, rules=len(session.retry_rules))
     return session.campaign_result(app.settings.callback_grace_seconds)
 

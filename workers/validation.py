@@ -164,6 +164,21 @@ def _retry_rule(outcome: str, rule: Any, max_id_length: int, max_delay_seconds: 
                      require_int(f"{label}.max_attempts", rule["max_attempts"], 1, max_attempts))
 
 
+def require_outcome_list(value: Any, max_id_length: int, max_outcomes: int) -> tuple[str, ...]:
+    """``allowed_outcomes``: a list of outcome ids (``require_ids``), without repeats; ``[]`` removes the list."""
+    if isinstance(value, list) and not value:
+        return ()
+    return require_ids("allowed_outcomes", value, max_id_length, max_outcomes)
+
+
+def require_allowed_outcome(name: str, outcome: str, allowed: tuple[str, ...]) -> str:
+    """``outcome`` if the session allows it: any outcome when ``allowed`` is empty (no list), else one of them."""
+    if allowed and outcome not in allowed:
+        raise InvalidArgument(f"{name} {outcome!r} is not one of this session's outcomes: {', '.join(allowed)}",
+                              argument=name, allowed_outcomes=list(allowed))
+    return outcome
+
+
 def _check_keys(name: str, value: Any, depth: int) -> None:
     if depth > MAX_NESTING_DEPTH:
         raise InvalidArgument(f"{name} is nested deeper than {MAX_NESTING_DEPTH} levels", argument=name)

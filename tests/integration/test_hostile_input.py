@@ -51,7 +51,8 @@ TASKS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "callqueue.complete_batch": (("items",), frozenset({"done"})),
     "callqueue.close_session": (("call_session_id", "outcome", "force"), frozenset({"closed"})),
     "callqueue.reopen_session": (("call_session_id",), frozenset({"open"})),
-    "callqueue.set_campaign": (("call_session_id", "retry_rules", "callback_grace_seconds"), frozenset({"ok"})),
+    "callqueue.set_campaign": (("call_session_id", "retry_rules", "callback_grace_seconds", "allowed_outcomes"),
+                               frozenset({"ok"})),
     "callqueue.promote_due": ((), frozenset({"ok"})),
 }
 REJECTION_CODES = frozenset({

@@ -95,6 +95,8 @@ def test_argument_limits_are_those_of_the_default_settings() -> None:
     assert grace["maximum"] == DEFAULTS.max_schedule_ahead_seconds
     assert str(DEFAULTS.callback_grace_seconds) in schema("arguments/set_campaign.schema.json")[
         "properties"]["callback_grace_seconds"]["description"]
+    outcomes = schema("arguments/set_campaign.schema.json")["properties"]["allowed_outcomes"]["oneOf"][0]
+    assert outcomes["maxItems"] == DEFAULTS.max_outcomes
 
 
 def test_rejection_codes_are_exactly_the_codes_the_workers_raise() -> None:

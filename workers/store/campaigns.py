@@ -1,4 +1,4 @@
-"""Campaign settings of a session (retry rules, callback grace) and the promotion of due students.
+"""Campaign settings of a session (retry rules, callback grace, allowed outcomes) and the promotion of due students.
 
 A completion may leave a student waiting in the scheduled lane (see
 ``workers.store.outcomes``). ``promote_due``, sent by beat every
@@ -22,6 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from workers.exceptions import InvalidArgument
 from workers.models import PENDING, CallSession, RetryRule
 from workers.store.base import StoreStage
 from workers.store.documents import PERSONAL_LANE, PERSONAL_RANK, POOL_RANK, SCHEDULED_LANE, pool_lane, utcnow
@@ -33,18 +34,25 @@ class CampaignStage(StoreStage):
 
     @translating_driver_errors
     def set_campaign(self, session_id: str, retry_rules: tuple[RetryRule, ...] | None,
-                     callback_grace_seconds: int | None) -> CallSession:
-        """Replace the session's retry rules and/or callback grace period (None leaves one as it is).
+                     callback_grace_seconds: int | None,
+                     allowed_outcomes: tuple[str, ...] | None = None) -> CallSession:
+        """Replace the session's retry rules, callback grace period and/or list of allowed outcomes (None
+        leaves one as it is; an empty list of outcomes allows any).
 
-        The rules apply to completions from now on (within the workers'
-        session cache time); students already scheduled keep their time.
+        The settings apply to completions from now on (within the workers'
+        session cache time); students already scheduled keep their time. A
+        list of outcomes that leaves out an outcome with a retry rule is
+        refused (``invalid_argument``) and changes nothing.
         """
-        self.require_session(session_id)
+        session = self.require_session(session_id)
+        check_rules_allowed(session, retry_rules, allowed_outcomes)
         changes: dict[str, Any] = {}
         if retry_rules is not None:
             changes["retry_rules"] = [rule.to_document() for rule in retry_rules]
         if callback_grace_seconds is not None:
             changes["callback_grace_seconds"] = callback_grace_seconds
+        if allowed_outcomes is not None:
+            changes["allowed_outcomes"] = list(allowed_outcomes)
         if changes:
             self.sessions.update_one({"_id": session_id}, {"$set": changes})
         return self.require_session(session_id)
@@ -55,6 +63,18 @@ class CampaignStage(StoreStage):
         now = now or utcnow()
         with self.bulk_deadline():
             return self.students.update_many(due_filter(now), promotion_update(now)).modified_count
+
+
+def check_rules_allowed(session: CallSession, retry_rules: tuple[RetryRule, ...] | None,
+                        allowed_outcomes: tuple[str, ...] | None) -> None:
+    """Refuse settings under which a retry rule names an outcome the session's list does not allow
+    (a typo that would never fire)."""
+    rules = session.retry_rules if retry_rules is None else retry_rules
+    allowed = session.allowed_outcomes if allowed_outcomes is None else allowed_outcomes
+    stray = [rule.outcome for rule in rules if allowed and rule.outcome not in allowed]
+    if stray:
+        raise InvalidArgument(f"retry rules name outcomes that allowed_outcomes leaves out: {', '.join(stray)}",
+                              argument="allowed_outcomes" if allowed_outcomes is not None else "retry_rules")
 
 
 def due_filter(now: datetime) -> dict[str, Any]:

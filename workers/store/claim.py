@@ -40,8 +40,7 @@ from workers.exceptions import RequestAlreadyServed, RequestConflict
 from workers.models import PENDING, Assignment, CallSession, Completion, StudentState
 from workers.store.base import StoreStage
 from workers.store.documents import (
-    ASSIGNMENT_FIELDS, CLAIM_INDEX, CLAIM_ORDER, STATE_FIELDS, claim_filter, claim_lanes, claim_update, ending_hold_update,
-    held_filter, utcnow,
+    ASSIGNMENT_FIELDS, CLAIM_INDEX, CLAIM_ORDER, claim_filter, claim_lanes, claim_update, ending_hold_update, utcnow,
 )
 from workers.store.outcomes import CompletionPlan, completion_update
 from workers.store.durability import translating_driver_errors
@@ -145,6 +144,8 @@ class ClaimStage(StoreStage):
                  plan: CompletionPlan, request_id: str, now: datetime | None = None) -> Completion:
         """Record a call's outcome for a student held by ``assistant_id`` under ``token``.
 
+        ``student_id`` is the id handed out or the import's id (``workers.student_ids``).
+
         One atomic update whose filter requires the current holder and token,
         so a stale holder's late write can never land. The same update counts
         the attempt and decides, from that count, whether the outcome is final
@@ -155,14 +156,9 @@ class ClaimStage(StoreStage):
         now = now or utcnow()
         if plan.marks_session:
             self.note_personal_callbacks([session_id])
-        document = self.students.find_one_and_update(
-            held_filter(session_id, student_id, assistant_id, token),
-            completion_update(plan, assistant_id, token, request_id, now),
-            projection=STATE_FIELDS,
-            return_document=ReturnDocument.AFTER,
-        )
-        if document is None:
-            document = self.refusal("completed", session_id, student_id, assistant_id, token, plan.outcome)
+        document, _landed = self.held_write("completed", session_id, student_id, assistant_id, token,
+                                            completion_update(plan, assistant_id, token, request_id, now),
+                                            plan.outcome)
         completion = Completion.from_entry(document, document["history"][-1])
         if not completion.final:
             self.settle_if_closed(session_id, now)  # the session closed meanwhile: no more attempts
@@ -171,16 +167,10 @@ class ClaimStage(StoreStage):
     @translating_driver_errors
     def release(self, session_id: str, student_id: str, assistant_id: str, token: int,
                 request_id: str, now: datetime | None = None) -> StudentState:
-        """Give a held student back to the pool (pending, unassigned)."""
+        """Give a held student back to the pool (pending, unassigned); either form of ``student_id``."""
         now = now or utcnow()
-        document = self.students.find_one_and_update(
-            held_filter(session_id, student_id, assistant_id, token),
-            ending_hold_update("released", request_id, now, bump_token=False),
-            projection=STATE_FIELDS,
-            return_document=ReturnDocument.AFTER,
-        )
-        if document is None:
-            return StudentState.from_document(
-                self.refusal("released", session_id, student_id, assistant_id, token, None))
-        self.settle_if_closed(session_id, now)
+        document, landed = self.held_write("released", session_id, student_id, assistant_id, token,
+                                           ending_hold_update("released", request_id, now, bump_token=False))
+        if landed:
+            self.settle_if_closed(session_id, now)
         return StudentState.from_document(document)

@@ -18,6 +18,7 @@ from pymongo.database import Database
 
 from workers.exceptions import AlreadyCompleted, NotAssigned, NotHolder, Rejected, StaleToken
 from workers.models import PENDING, StudentState
+from workers.student_ids import handed_out_id
 from workers.store.durability import WRITE_CONCERN, translating_driver_errors
 
 SESSIONS = "call_sessions"
@@ -269,7 +270,7 @@ def why_not_held(state: StudentState, assistant_id: str, token: int,
 def student_document(session_id: str, row: NewStudent, default_position: int,
                      imported_at: datetime | None = None) -> dict[str, Any]:
     return {
-        "_id": f"{_escape_separator(session_id)}:{row.student_key()}",
+        "_id": handed_out_id(session_id, row.student_key()),
         "call_session_id": session_id,
         "student": row.student,
         "priority": row.priority,
@@ -288,11 +289,6 @@ def student_document(session_id: str, row: NewStudent, default_position: int,
         "history": [],
         "imported_at": imported_at or utcnow(),
     }
-
-
-def _escape_separator(session_id: str) -> str:
-    """The session part of a student ``_id``: ``\\`` and ``:`` escaped, so "a" + "b:c" never equals "a:b" + "c"."""
-    return session_id.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def chunks(items: list[T], size: int) -> Iterator[list[T]]:

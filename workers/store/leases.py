@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pymongo import ReturnDocument
-
 from workers.models import PENDING, CallSession, StudentState
 from workers.store.base import StoreStage
-from workers.store.documents import STATE_FIELDS, ending_hold_update, held_filter, utcnow
+from workers.store.documents import ending_hold_update, utcnow
 from workers.store.durability import translating_driver_errors
 
 
@@ -28,22 +26,15 @@ class LeaseStage(StoreStage):
     @translating_driver_errors
     def heartbeat(self, session: CallSession, student_id: str, assistant_id: str, token: int,
                   now: datetime | None = None) -> StudentState:
-        """Renew the holder's lease; anyone else, or a stale token, is refused.
+        """Renew the holder's lease; anyone else, or a stale token, is refused (either form of ``student_id``).
 
         One atomic update guarded by holder and token: after a reclaim the
         token has moved on, so a late heartbeat cannot revive the old hold.
         """
         now = now or utcnow()
         expiry = None if not session.lease_seconds else now + timedelta(seconds=session.lease_seconds)
-        document = self.students.find_one_and_update(
-            held_filter(session.id, student_id, assistant_id, token),
-            {"$set": {"lease_expires_at": expiry}},
-            projection=STATE_FIELDS,
-            return_document=ReturnDocument.AFTER,
-        )
-        if document is None:
-            return StudentState.from_document(
-                self.refusal("heartbeat", session.id, student_id, assistant_id, token, None))
+        document, _landed = self.held_write("heartbeat", session.id, student_id, assistant_id, token,
+                                            {"$set": {"lease_expires_at": expiry}})
         return StudentState.from_document(document)
 
     @translating_driver_errors

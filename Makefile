@@ -32,7 +32,8 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | system
 # Flower browser test), docker-compose (checks docker-compose.yml), iproute2 and
 # iptables (test hosts in network namespaces, devstack/netns.py), nodejs and npm
 # (the Node.js caller in examples/node), openssl (throw-away certificates of the TLS
-# tests, devstack/tls.py).
+# tests, devstack/tls.py), faketime (libfaketime: workers and beat on a skewed clock in the
+# clock tests, devstack/faketime.py).
 system:
 	@missing=""; PATH="$$PATH:/usr/sbin:/sbin"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
@@ -43,6 +44,7 @@ system:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
 
+from workers.hours import CallingHours
+
 PENDING = ""
+DO_NOT_CALL = "do_not_call"
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,13 @@ class CallSession:
     retry_rules: tuple[RetryRule, ...] = ()
     callback_grace_seconds: int | None = None
     personal_callbacks: bool = False
+    calling_hours: CallingHours | None = None
+    # Raised by every change of the calling hours, so an import can tell that they changed while it ran.
+    hours_version: int = 0
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
+        hours = document.get("calling_hours")
         return cls(
             id=document["_id"],
             name=document.get("name") or document["_id"],
@@ -59,6 +66,8 @@ class CallSession:
             retry_rules=tuple(RetryRule(**rule) for rule in document.get("retry_rules") or ()),
             callback_grace_seconds=document.get("callback_grace_seconds"),
             personal_callbacks=bool(document.get("personal_callbacks")),
+            calling_hours=None if not hours else CallingHours.from_document(hours),
+            hours_version=int(document.get("hours_version") or 0),
         )
 
     @property
@@ -79,6 +88,11 @@ class CallSession:
             "callback_grace_seconds": (default_grace_seconds if self.callback_grace_seconds is None
                                        else self.callback_grace_seconds),
         }
+
+    def hours_result(self) -> dict[str, Any]:
+        """The session's calling hours as the JSON answer of ``set_calling_hours`` (null: none)."""
+        return {"status": "ok", "call_session_id": self.id,
+                "calling_hours": None if self.calling_hours is None else self.calling_hours.to_document()}
 
 
 @dataclass(frozen=True)
@@ -247,6 +261,8 @@ class ImportSummary:
     received: int
     inserted: int
     duplicates: int
+    # Rows not imported because their phone number or student id is on a do-not-call list.
+    suppressed: int = 0
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -256,6 +272,7 @@ class ImportSummary:
             "received": self.received,
             "inserted": self.inserted,
             "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
         }
 
 
@@ -264,8 +281,11 @@ class SessionStats:
     """Counts for one call session.
 
     ``pending`` counts students anyone could be handed now or once due
-    (``scheduled_*`` are waiting for a time and not counted there);
-    ``attempts`` is the number of calls recorded, retries included.
+    (``scheduled_*`` are waiting for a time and not counted there, nor are
+    students ``waiting_for_window``: outside their calling hours);
+    ``attempts`` is the number of calls recorded, retries included;
+    ``suppressed`` counts students on a do-not-call list (final with
+    ``do_not_call``, or held now and final at their completion).
     """
 
     call_session_id: str
@@ -277,11 +297,13 @@ class SessionStats:
     scheduled_callbacks: int = 0
     scheduled_retries: int = 0
     attempts: int = 0
+    waiting_for_window: int = 0
+    suppressed: int = 0
 
     @property
     def total(self) -> int:
         return (self.pending + self.assigned + sum(self.completed.values())
-                + self.scheduled_callbacks + self.scheduled_retries)
+                + self.scheduled_callbacks + self.scheduled_retries + self.waiting_for_window)
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -291,9 +313,11 @@ class SessionStats:
             "total": self.total,
             "pending": self.pending,
             "assigned": self.assigned,
-            "scheduled": self.scheduled_callbacks + self.scheduled_retries,
+            "scheduled": self.scheduled_callbacks + self.scheduled_retries + self.waiting_for_window,
             "scheduled_callbacks": self.scheduled_callbacks,
             "scheduled_retries": self.scheduled_retries,
+            "waiting_for_window": self.waiting_for_window,
+            "suppressed": self.suppressed,
             "completed": sum(self.completed.values()),
             "completed_by_outcome": dict(self.completed),
             "attempts": self.attempts,

@@ -10,13 +10,15 @@ from pymongo import UpdateOne
 
 from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession, UnknownStudent
 from workers.models import PENDING, BatchItem, CallSession, StudentState
-from workers.store.base import StoreStage
-from workers.store.documents import Progress, chunks, held_filter, utcnow, why_not_held
-from workers.store.outcomes import already_recorded, completion_update, not_recorded_since_last_claim, plan_for
+from workers.store.documents import Progress, chunks, clock, held_filter, why_not_held
+from workers.store.outcomes import (
+    CompletionPlan, already_recorded, completion_update, not_recorded_since_last_claim, plan_for,
+)
 from workers.store.durability import translating_driver_errors
+from workers.store.windows import WindowStage
 
 
-class BatchStage(StoreStage):
+class BatchStage(WindowStage):
     """Completing many students at once, each write guarded like a single completion."""
 
     @translating_driver_errors
@@ -32,8 +34,9 @@ class BatchStage(StoreStage):
         a callback, like ``complete``. Items whose student already has that
         outcome (final, or as its latest attempt since it was last claimed)
         report ``unchanged``, so running the job again counts no attempt twice.
+        An item whose callback falls outside its student's calling hours gets
+        its own ``invalid_argument`` (unless its session allows it).
         """
-        now = now or utcnow()
         results: list[dict[str, Any]] = []
         progress(0, len(items))
         for chunk in chunks(items, chunk_size):
@@ -43,25 +46,51 @@ class BatchStage(StoreStage):
         return results
 
     def _complete_chunk(self, chunk: list[BatchItem], job_id: str, default_grace_seconds: int,
-                        now: datetime) -> list[dict[str, Any]]:
+                        now: datetime | None) -> list[dict[str, Any]]:
         """Read the chunk's sessions (their rules), one bulk write, then a recheck of each item's student."""
         with self.bulk_deadline():
             sessions = {document["_id"]: CallSession.from_document(document) for document in self.sessions.find(
                 {"_id": {"$in": list({item.call_session_id for item in chunk})}})}
-            plans = [plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
-                     for item in chunk]
-            personal = {item.call_session_id for item, plan in zip(chunk, plans) if plan.marks_session}
+            planned = self._checked_plans(chunk, [
+                plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
+                for item in chunk])
+            personal = {item.call_session_id for item, plan in planned if isinstance(plan, CompletionPlan)
+                        and plan.marks_session}
             if personal:
                 self.note_personal_callbacks(sorted(personal))
             writes = [UpdateOne(_batch_filter(item), completion_update(
-                plan, item.assistant_id, item.assignment_token, item.request_id(job_id), now))
-                for item, plan in zip(chunk, plans)]
-            self.students.bulk_write(writes, ordered=False)
+                plan, item.assistant_id, item.assignment_token, item.request_id(job_id), clock(now)))
+                for item, plan in planned if isinstance(plan, CompletionPlan)]
+            if writes:
+                self.students.bulk_write(writes, ordered=False)
             documents = {d["_id"]: d for d in self.students_recheck.find(
                 {"_id": {"$in": [item.student_id for item in chunk]}})}
             for session_id in {item.call_session_id for item in chunk} & set(sessions):
                 self.settle_if_closed(session_id, now)
-        return [_batch_result(item, documents.get(item.student_id), job_id, set(sessions)) for item in chunk]
+        return [_batch_result(item, documents.get(item.student_id), job_id, set(sessions))
+                if isinstance(plan, CompletionPlan) else
+                {"index": item.index, "student_id": item.student_id, "status": "rejected", "error": plan.to_error()}
+                for item, plan in planned]
+
+    def _checked_plans(self, chunk: list[BatchItem], plans: list[CompletionPlan]
+                       ) -> list[tuple[BatchItem, CompletionPlan | Rejected]]:
+        """Each item's plan, or the rejection of a callback outside its student's calling hours."""
+        checked = [(item, plan) for item, plan in zip(chunk, plans)]
+        asking = [item.student_id for item, plan in checked if plan.callback is not None and plan.hours is not None]
+        if not asking:
+            return list(checked)
+        zones = {document["_id"]: document.get("zone") or "" for document in self.students.find(
+            {"_id": {"$in": asking}}, {"zone": 1})}
+        result: list[tuple[BatchItem, CompletionPlan | Rejected]] = []
+        for item, plan in checked:
+            if item.student_id in zones and plan.callback is not None and plan.hours is not None:
+                try:
+                    plan = self.callback_plan(plan, zones[item.student_id], f"items[{item.index}].callback_at")
+                except Rejected as exc:
+                    result.append((item, exc))
+                    continue
+            result.append((item, plan))
+        return result
 
 
 def _batch_filter(item: BatchItem) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: ran
         assigned = _press(client, session_id, log)
         if assigned is None:
             drain_until = drain_until or time.monotonic() + behaviour.drain_seconds
-            if time.monotonic() < drain_until and client.stats(session_id).outstanding:
+            if time.monotonic() < drain_until and client.stats(session_id).coming_soon:
                 log.waits += 1
                 time.sleep(behaviour.recheck_seconds)
                 continue

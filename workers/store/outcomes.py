@@ -101,6 +101,7 @@ def completion_update(plan: CompletionPlan, assistant_id: str | None, token: int
             "attempt": "$attempts", "next": f"${NEXT}",
             "due_at": {"$cond": [scheduled, due, None]},
             "callback_assistant": {"$literal": callback_assistant},
+            "exempt_until": {"$cond": [scheduled, plan.exempt_until or "$$REMOVE", "$$REMOVE"]},
         }]]}}},
         {"$set": {
             "filter_status": {"$cond": [final, {"$literal": plan.outcome}, PENDING]},

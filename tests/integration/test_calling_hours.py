@@ -202,7 +202,8 @@ def test_do_not_call_under_load_hands_out_no_listed_student_after_the_answer(
     assert any(began > answered_at[0] for _, began in handed)  # presses went on after the answer
     assert late == []
     assert summary["do_not_call"] > 0 and summary["still_held"] > 0
-    listed_students = list(app_database[STUDENTS].find({"phone_e164": {"$in": listed}}))
+    listed_students = list(app_database[STUDENTS].find({"call_session_id": session_id,
+                                                        "phone_e164": {"$in": listed}}))
     assert all(document["filter_status"] != "" for document in listed_students)  # every listed student is final
     # held when the list was added: their holder's completion ended them, before the retry rule's 5 attempts
     ended_by_holder = [d for d in listed_students if d["filter_status"] == "reached" and d["attempts"] < 5]

@@ -126,7 +126,8 @@ def test_skewed_workers_stop_taking_messages_before_their_first_and_say_so_every
     paused = {sample.labels["worker"]: (sample.labels["reason"], sample.value)
               for sample in metrics["callqueue_worker_paused"].samples}
     assert paused[skewed.ahead.hostname] == ("clock_skew", 1) and paused[skewed.behind.hostname] == ("clock_skew", 1)
-    offsets = {sample.labels["worker"]: sample.value for sample in metrics["callqueue_worker_clock_offset_seconds"].samples}
+    offsets = {sample.labels["worker"]: sample.value
+               for sample in metrics["callqueue_worker_clock_offset_seconds"].samples}
     assert abs(offsets[skewed.ahead.hostname] - HOUR) < 5 and abs(offsets[skewed.behind.hostname] + HOUR) < 5
 
 

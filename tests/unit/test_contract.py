@@ -163,7 +163,8 @@ def example_results() -> list[tuple[str, dict[str, Any]]]:
         ("callqueue.set_campaign", CallSession("s1", "s1", "open", NOW, callback_grace_seconds=0).campaign_result(900)),
         ("callqueue.promote_due", {"status": "ok", "promoted": 4}),
         ("callqueue.import_students", ImportSummary("s1", False, 5, 2, 1, 2).to_result()),
-        ("callqueue.session_stats", SessionStats("s1", "open", 1, 0, {"do_not_call": 2}, (), 0, 0, 3, 4, 2).to_result()),
+        ("callqueue.session_stats",
+         SessionStats("s1", "open", 1, 0, {"do_not_call": 2}, (), 0, 0, 3, 4, 2).to_result()),
         ("callqueue.set_calling_hours", CallSession("s1", "s1", "open", NOW, calling_hours=HOURS).hours_result()),
         ("callqueue.set_calling_hours", CallSession("s1", "s1", "open", NOW).hours_result()),
         ("callqueue.suppress", SuppressionSummary("s1", added=2, students_marked=2, do_not_call=1, still_held=1)

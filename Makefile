@@ -49,10 +49,11 @@ system-demo:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	$(APT_INSTALL)
 
-# What only the tests drive: chromium and chromium-driver (the Flower and dashboard browser tests), docker-compose (checks docker-compose.yml),
-# iproute2 and iptables (test hosts in network namespaces, devstack/netns.py; also the benchmark's failover
+# What only the tests drive: chromium and chromium-driver (the Flower and dashboard browser tests),
+# docker-compose (checks docker-compose.yml), iproute2 and iptables (test hosts in network namespaces, devstack/netns.py; also the benchmark's failover
 # part), nodejs and npm (the Node.js caller in examples/node), openssl (throw-away certificates of the TLS
-# tests, devstack/tls.py).
+# tests, devstack/tls.py), faketime (libfaketime: workers and beat on a skewed clock in the clock tests,
+# devstack/faketime.py).
 system-test:
 	@missing=""; PATH="$$PATH:/usr/sbin:/sbin"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
@@ -63,6 +64,7 @@ system-test:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	$(APT_INSTALL)
 
 system: system-demo system-test

@@ -5,7 +5,13 @@ refused) and retries unanswered calls (``no_answer``, 2 s later, up to 3
 calls), about one call in ten goes
 unanswered, and every 25th call of an assistant ends with a personal callback
 2 s later. Beat brings due students back every second, and the assistants
-keep pressing until every student has a final outcome.
+keep pressing until every student they may call has a final outcome.
+
+The students live in eight time zones around the world and are called only
+between 08:00 and 20:00 of their own time: at any moment some of those zones
+are closed, and their students wait for their window (the summary shows who
+waits, and that no claim fell outside its student's hours). A few numbers are
+on the session's do-not-call list before the import, which skips them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ import time
 from dataclasses import dataclass
 from shlex import quote
 from urllib.parse import urlsplit
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from pymongo import MongoClient
 from rich.console import Console
@@ -28,10 +37,16 @@ from config.redis_urls import is_sentinel_url
 from devstack.servers import PROJECT_ROOT, MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
 from producers.client import AssignmentClient
+from workers.hours import WEEKDAYS, CallingHours, placement
 
 console = Console()
 # Every outcome the simulated assistants record; the session refuses any other.
 DEMO_OUTCOMES = (*OUTCOMES, CALLBACK_OUTCOME)
+# Around the world, so that some zones are closed whenever the demo runs (08:00-20:00 covers half a day).
+DEMO_ZONES = ("Pacific/Auckland", "Asia/Tokyo", "Asia/Kolkata", "Europe/Berlin", "America/Sao_Paulo",
+              "America/New_York", "America/Chicago", "America/Los_Angeles")
+DEMO_HOURS = {"days": {day: ["08:00-20:00"] for day in WEEKDAYS}, "default_zone": "America/New_York"}
+DO_NOT_CALL_EVERY = 100  # every 100th student's number is on the do-not-call list
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,7 @@ class DemoOptions:
     no_answer_rate: float = 0.1
     retry_delay_seconds: int = 2
     max_attempts: int = 3
-    callback_every: int = 25
+    callback_every: int = 10
     callback_delay_seconds: float = 2.0
     # How often beat brings due retries and callbacks back (CALLQUEUE_PROMOTE_INTERVAL_SECONDS, unless set).
     promote_interval_seconds: float = 1.0
@@ -65,15 +80,15 @@ def run_demo(options: DemoOptions, stack_options: StackOptions) -> bool:
     with Stack(stack_options, environ=environ) as stack:
         _print_stack(stack)
         session_id = f"demo-{int(time.time())}"
-        _import(stack, session_id, options.students)
+        skipped = _import(stack, session_id, options.students)
         _set_campaign(stack, session_id, options)
         logs, seconds = _work(stack, session_id, options)
         report = _audit(stack, session_id, logs)
-        _print_summary(stack, session_id, logs, report, seconds, options)
+        _print_summary(stack, session_id, logs, report, seconds, options, skipped)
         if options.hold:
             _hold(stack, session_id)
-        return (report.clean and not any(log.errors for log in logs)
-                and report.final_completions == report.completed == report.students)
+        return (report.clean and not any(log.errors for log in logs) and report.pending == report.scheduled == 0
+                and report.final_completions == report.completed == report.students - report.waiting_for_window)
 
 
 def _print_stack(stack: Stack) -> None:
@@ -110,14 +125,24 @@ def _where(server: MongoServer | RedisServer | None, url: str) -> str:
     return f"127.0.0.1:{server.port} (pid {server.process.pid})"
 
 
-def _import(stack: Stack, session_id: str, count: int) -> None:
+def _import(stack: Stack, session_id: str, count: int) -> int:
+    """Import the students (calling hours first, so each is placed by its zone's window); how many were skipped."""
     rows = [{"student_id": f"s{n:05d}", "name": f"Student {n}", "phone": f"+1555{n:07d}",
-             "priority": 1 if n % 10 == 0 else 0} for n in range(count)]
+             "tz": DEMO_ZONES[n % len(DEMO_ZONES)], "priority": 1 if n % 10 == 0 else 0} for n in range(count)]
+    skipped = 0
     with AssignmentClient(stack.settings) as client, Progress(console=console) as progress:
+        listed = [row["phone"] for row in rows[DO_NOT_CALL_EVERY - 1::DO_NOT_CALL_EVERY]]
+        if listed:
+            client.suppress(listed, call_session_id=session_id)
         bar = progress.add_task(f"importing {count} students", total=count)
         for start in range(0, count, 250):
-            client.import_students(session_id, rows[start:start + 250], "Demo call session")
+            result = client.import_students(session_id, rows[start:start + 250], "Demo call session", zone_by="tz",
+                                            phone_by="phone")
+            skipped += result.suppressed
+            if start == 0:
+                client.set_calling_hours(session_id, DEMO_HOURS)
             progress.advance(bar, len(rows[start:start + 250]))
+    return skipped
 
 
 def _set_campaign(stack: Stack, session_id: str, options: DemoOptions) -> None:
@@ -128,6 +153,13 @@ def _set_campaign(stack: Stack, session_id: str, options: DemoOptions) -> None:
         console.print(f"campaign: {outcome} is called again {rule['delay_seconds']} s later, "
                       f"up to {rule['max_attempts']} calls in all")
     console.print(f"campaign: outcomes allowed: {', '.join(campaign['allowed_outcomes'])}")
+    hours = CallingHours.from_document(DEMO_HOURS)
+    now = datetime.now(timezone.utc)
+    table = Table(title="calling hours: 08:00-20:00 in each student's own time zone", show_header=False)
+    for zone in DEMO_ZONES:
+        state = "open" if placement(hours, zone, now).open else "closed"
+        table.add_row(zone, f"{now.astimezone(ZoneInfo(zone)):%H:%M} local", state)
+    console.print(table)
 
 
 def _work(stack: Stack, session_id: str, options: DemoOptions) -> tuple[list[AssistantLog], float]:
@@ -149,11 +181,12 @@ def _audit(stack: Stack, session_id: str, logs: list[AssistantLog]) -> AuditRepo
 
 
 def _print_summary(stack: Stack, session_id: str, logs: list[AssistantLog], report: AuditReport,
-                   seconds: float, options: DemoOptions) -> None:
+                   seconds: float, options: DemoOptions, skipped: int) -> None:
     assigned = sum(len(log.handouts) for log in logs)
     table = Table(title=f"summary of {session_id}", show_header=False)
     rows = [
         ("students", report.students),
+        ("skipped at import (do-not-call list)", skipped),
         ("assigned (hand-outs)", assigned),
         ("completed", report.completed),
         ("calls recorded (attempts)", report.attempts),
@@ -164,6 +197,8 @@ def _print_summary(stack: Stack, session_id: str, logs: list[AssistantLog], repo
         ("released and handed out again", sum(log.released for log in logs)),
         ("still pending", report.pending),
         ("still waiting for a retry or callback", report.scheduled),
+        ("waiting for their calling hours (zone closed)", report.waiting_for_window),
+        ("claims outside the student's calling hours", len(report.claims_outside_hours)),
         ("students handed to two assistants", len(report.double_handouts) + len(report.tokens_given_twice)),
         ("students given two final outcomes", len(report.completed_twice)),
         ("attempts not matching the history", len(report.attempts_not_matching_history)),

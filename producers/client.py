@@ -119,12 +119,18 @@ class AssignmentClient:
         return self.call("callqueue.assistant_stats", call_session_id=call_session_id)
 
     def import_students(self, call_session_id: str, students: Iterable[Mapping[str, Any]],
-                        session_name: str | None = None, route_by: str | None = None) -> ImportResult:
+                        session_name: str | None = None, route_by: str | None = None, zone_by: str | None = None,
+                        phone_by: str | None = None) -> ImportResult:
         """Add students to the session (creating it); importing the same rows again adds nothing.
 
-        ``route_by`` names the column holding each student's routing tag.
+        ``route_by`` names the column holding each student's routing tag,
+        ``zone_by`` the one holding its IANA time zone, ``phone_by`` the one
+        holding its phone number (its zone when the zone column has none, and
+        what the do-not-call lists match). Rows on a do-not-call list are
+        skipped (``suppressed``).
         """
-        extra = {} if route_by is None else {"route_by": route_by}
+        extra = {key: value for key, value in (("route_by", route_by), ("zone_by", zone_by),
+                                               ("phone_by", phone_by)) if value is not None}
         return ImportResult.from_result(self.call(
             "callqueue.import_students", call_session_id=call_session_id,
             students=[dict(row) for row in students], session_name=session_name, **extra))
@@ -160,6 +166,31 @@ class AssignmentClient:
         extra = {} if allowed_outcomes is None else {"allowed_outcomes": list(allowed_outcomes)}
         return self.call("callqueue.set_campaign", call_session_id=call_session_id, retry_rules=rules,
                          callback_grace_seconds=callback_grace_seconds, **extra)
+
+    def set_calling_hours(self, call_session_id: str, calling_hours: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Set the session's calling hours (None removes them); every student is placed by them before the answer.
+
+        ``{"days": {"mon": ["09:00-20:00"], ...}, "holidays": ["2026-12-25"], "default_zone": "America/New_York",
+        "unknown_zone": "default_zone", "callbacks_outside_hours": False, "last_call_seconds": 60}``.
+        """
+        return self.run_job("callqueue.set_calling_hours", None, call_session_id=call_session_id,
+                            calling_hours=None if calling_hours is None else dict(calling_hours))
+
+    def suppress(self, numbers: Iterable[str] | None = None, student_ids: Iterable[str] | None = None,
+                 call_session_id: str | None = None) -> dict[str, Any]:
+        """Put phone numbers and student ids on the do-not-call list of a session (None: of every session)."""
+        return self.run_job("callqueue.suppress", None, **_entries(numbers, student_ids, call_session_id))
+
+    def unsuppress(self, numbers: Iterable[str] | None = None, student_ids: Iterable[str] | None = None,
+                   call_session_id: str | None = None) -> dict[str, Any]:
+        """Take entries off a do-not-call list (later imports no longer skip them)."""
+        return self.run_job("callqueue.unsuppress", None, **_entries(numbers, student_ids, call_session_id))
+
+    def list_suppressed(self, call_session_id: str | None = None, after: str | None = None,
+                        limit: int = 100) -> dict[str, Any]:
+        """One page of a do-not-call list; pass the answer's ``next`` as ``after`` for the next page."""
+        return self.run_job("callqueue.list_suppressed", None, call_session_id=call_session_id, after=after,
+                            limit=limit)
 
     def promote_due(self) -> int:
         """Run the promotion now (beat runs it on schedule); how many due students were moved back."""
@@ -347,6 +378,14 @@ def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds
             return message.result
         time.sleep(JOB_POLL_SECONDS)
     raise RequestTimedOut(f"job {message.id} did not finish within {timeout_seconds:g}s")
+
+
+def _entries(numbers: Iterable[str] | None, student_ids: Iterable[str] | None,
+             call_session_id: str | None) -> dict[str, Any]:
+    """The arguments of ``suppress``/``unsuppress``: lists, and only those given."""
+    return {"call_session_id": call_session_id,
+            "numbers": None if numbers is None else list(numbers),
+            "student_ids": None if student_ids is None else list(student_ids)}
 
 
 def iso_moment(moment: datetime | str) -> str:

@@ -30,7 +30,8 @@ MAX_MESSAGE_DEPTH = 32
 ASSIGNMENTS_QUEUE = "assignments"
 BATCH_QUEUE = "batch"
 BATCH_TASKS = ("callqueue.import_students", "callqueue.complete_batch", "callqueue.close_session",
-               "callqueue.reopen_session")
+               "callqueue.reopen_session", "callqueue.set_calling_hours", "callqueue.suppress",
+               "callqueue.unsuppress", "callqueue.list_suppressed")
 
 
 def load_json_bounded(data: bytes | str) -> object:
@@ -138,6 +139,8 @@ def celery_config(settings: Settings) -> dict:
                 "options": {"expires": settings.promote_interval_seconds},
             },
         },
+        # Beat stamps each job's expiry from the database's clock, not its host's (workers/beat.py).
+        "beat_scheduler": "workers.beat:DatabaseClockScheduler",
         "timezone": "UTC",
         "enable_utc": True,
     }

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
 
+from workers.hours import CallingHours
 from workers.student_ids import import_id_of
 
 PENDING = ""
+DO_NOT_CALL = "do_not_call"
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,13 @@ class CallSession:
     personal_callbacks: bool = False
     # The outcomes a completion may record; empty: any outcome.
     allowed_outcomes: tuple[str, ...] = ()
+    calling_hours: CallingHours | None = None
+    # Raised by every change of the calling hours, so an import can tell that they changed while it ran.
+    hours_version: int = 0
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
+        hours = document.get("calling_hours")
         return cls(
             id=document["_id"],
             name=document.get("name") or document["_id"],
@@ -65,6 +71,8 @@ class CallSession:
             callback_grace_seconds=document.get("callback_grace_seconds"),
             personal_callbacks=bool(document.get("personal_callbacks")),
             allowed_outcomes=tuple(document.get("allowed_outcomes") or ()),
+            calling_hours=None if not hours else CallingHours.from_document(hours),
+            hours_version=int(document.get("hours_version") or 0),
         )
 
     @property
@@ -89,6 +97,11 @@ class CallSession:
         if self.allowed_outcomes:
             result["allowed_outcomes"] = list(self.allowed_outcomes)
         return result
+
+    def hours_result(self) -> dict[str, Any]:
+        """The session's calling hours as the JSON answer of ``set_calling_hours`` (null: none)."""
+        return {"status": "ok", "call_session_id": self.id,
+                "calling_hours": None if self.calling_hours is None else self.calling_hours.to_document()}
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,8 @@ class ImportSummary:
     received: int
     inserted: int
     duplicates: int
+    # Rows not imported because their phone number or student id is on a do-not-call list.
+    suppressed: int = 0
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -269,6 +284,7 @@ class ImportSummary:
             "received": self.received,
             "inserted": self.inserted,
             "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
         }
 
 
@@ -277,8 +293,11 @@ class SessionStats:
     """Counts for one call session.
 
     ``pending`` counts students anyone could be handed now or once due
-    (``scheduled_*`` are waiting for a time and not counted there);
-    ``attempts`` is the number of calls recorded, retries included.
+    (``scheduled_*`` are waiting for a time and not counted there, nor are
+    students ``waiting_for_window``: outside their calling hours);
+    ``attempts`` is the number of calls recorded, retries included;
+    ``suppressed`` counts students on a do-not-call list (final with
+    ``do_not_call``, or held now and final at their completion).
     """
 
     call_session_id: str
@@ -290,11 +309,13 @@ class SessionStats:
     scheduled_callbacks: int = 0
     scheduled_retries: int = 0
     attempts: int = 0
+    waiting_for_window: int = 0
+    suppressed: int = 0
 
     @property
     def total(self) -> int:
         return (self.pending + self.assigned + sum(self.completed.values())
-                + self.scheduled_callbacks + self.scheduled_retries)
+                + self.scheduled_callbacks + self.scheduled_retries + self.waiting_for_window)
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -304,9 +325,11 @@ class SessionStats:
             "total": self.total,
             "pending": self.pending,
             "assigned": self.assigned,
-            "scheduled": self.scheduled_callbacks + self.scheduled_retries,
+            "scheduled": self.scheduled_callbacks + self.scheduled_retries + self.waiting_for_window,
             "scheduled_callbacks": self.scheduled_callbacks,
             "scheduled_retries": self.scheduled_retries,
+            "waiting_for_window": self.waiting_for_window,
+            "suppressed": self.suppressed,
             "completed": sum(self.completed.values()),
             "completed_by_outcome": dict(self.completed),
             "attempts": self.attempts,

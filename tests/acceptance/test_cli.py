@@ -195,3 +195,38 @@ def test_without_broker_urls_the_cli_says_what_to_set_instead_of_trying_a_defaul
     error = json.loads(refused.stdout)["error"]
     assert error["code"] == "ConfigurationError"
     assert error["message"].startswith("CELERY_BROKER_URL and CELERY_RESULT_BACKEND are not set")
+
+
+def test_calling_hours_zones_and_do_not_call_from_the_command_line(stack: Stack, server_env: dict[str, str],
+                                                                  session_id: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "students.csv"
+    csv_file.write_text("student_id,name,tz,phone\nA1,Ann,Pacific/Kiritimati,+1 212 555 0101\n"
+                        "B2,Bo,,+1 312 555 0102\nC3,Cy,,\n")
+    imported = producers(server_env, "import", str(csv_file), "--session", session_id, "--zone-by", "tz",
+                         "--phone-by", "phone")
+    assert imported.returncode == 0, imported.stderr
+    assert (json.loads(imported.stdout)["inserted"], json.loads(imported.stdout)["suppressed"]) == (3, 0)
+    today = datetime.now(timezone.utc).date()
+    holidays = [arg for offset in (-1, 0, 1) for arg in ("--holiday", (today + timedelta(days=offset)).isoformat())]
+    hours = producers(server_env, "hours", "--session", session_id, "--day", "mon-sun=00:00-24:00", "--zone", "UTC",
+                      "--unknown-zone", "not_called", *holidays)
+    assert hours.returncode == 0, hours.stdout + hours.stderr
+    answer = json.loads(hours.stdout)["calling_hours"]
+    assert answer["days"]["wed"] == ["00:00-24:00"] and answer["unknown_zone"] == "not_called"
+    stats = json.loads(producers(server_env, "stats", "--session", session_id, "--json").stdout)
+    assert (stats["waiting_for_window"], stats["pending"]) == (3, 0)  # a holiday everywhere, Cy never
+    table = producers(server_env, "stats", "--session", session_id).stdout
+    assert "waiting for their calling hours" in table
+
+    suppressed = producers(server_env, "suppress", "--number", "+12125550101", "--session", session_id)
+    assert json.loads(suppressed.stdout)["do_not_call"] == 1
+    listed = json.loads(producers(server_env, "suppressed", "--session", session_id).stdout)
+    assert [entry["value"] for entry in listed["entries"]] == ["+12125550101"]
+    again = producers(server_env, "import", str(csv_file), "--session", session_id, "--phone-by", "phone")
+    assert (json.loads(again.stdout)["suppressed"], json.loads(again.stdout)["duplicates"]) == (1, 2)
+    removed = producers(server_env, "unsuppress", "--number", "+1 212 555 0101", "--session", session_id)
+    assert json.loads(removed.stdout)["removed"] == 1
+    removed_hours = producers(server_env, "hours", "--session", session_id, "--none")
+    assert json.loads(removed_hours.stdout)["calling_hours"] is None
+    bad = producers(server_env, "hours", "--session", session_id, "--day", "mon=25:00-26:00", "--zone", "UTC")
+    assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["code"] == "invalid_argument"

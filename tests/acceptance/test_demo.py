@@ -42,16 +42,22 @@ def summary_figure(output: str, label: str) -> str:
 
 
 def assert_campaign_summary(output: str, students: int) -> None:
-    """Some calls were retried and some called back (by the assistant who asked), and in the end every
-    student has exactly one final outcome, with every attempt in its history."""
+    """Some calls were retried and some called back (by the assistant who asked); every student on the
+    do-not-call list was skipped; every student whose zone was open has exactly one final outcome, with every
+    attempt in its history; the rest wait for their calling hours; no claim fell outside them."""
     retries = int(summary_figure(output, "retries scheduled (no_answer, 2 s later)"))
     callbacks = int(summary_figure(output, "callbacks scheduled"))
     kept, asked = map(int, summary_figure(output, "taken by the assistant who asked").split(" of "))
     assert retries > 0 and callbacks > 0 and kept == asked == callbacks
-    assert int(summary_figure(output, "calls recorded (attempts)")) == students + retries + callbacks
-    assert int(summary_figure(output, "students with a final outcome")) == students
+    final = int(summary_figure(output, "students with a final outcome"))
+    assert int(summary_figure(output, "calls recorded (attempts)")) == final + retries + callbacks
+    skipped = int(summary_figure(output, "skipped at import (do-not-call list)"))
+    waiting = int(summary_figure(output, "waiting for their calling hours (zone closed)"))
+    assert skipped == students // 100 and int(summary_figure(output, "students")) == students - skipped
+    assert waiting > 0 and final > 0 and final + waiting == students - skipped  # some zones closed, some open
+    assert int(summary_figure(output, "completed")) == final
     for label in ("still pending", "still waiting for a retry or callback", "students given two final outcomes",
-                  "attempts not matching the history"):
+                  "attempts not matching the history", "claims outside the student's calling hours"):
         assert summary_figure(output, label) == "0", label
 
 
@@ -60,9 +66,9 @@ def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
                               capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env=demo_env())
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
-    assert re.search(r"completed\s*│\s*300\b", finished.stdout)
     assert re.search(r"Flower: http://127\.0\.0\.1:\d+/tasks", finished.stdout)
     assert re.search(r"Supervisor dashboard: http://127\.0\.0\.1:\d+/session\?id=demo-\d+", finished.stdout)
+    assert re.search(r"Asia/Tokyo\s*│\s*\d\d:\d\d local\s*│\s*(open|closed)", finished.stdout)
     assert_campaign_summary(finished.stdout, students=300)
     started = pids_in(finished.stdout)
     assert len(started) == 7  # mongod, redis-server, two worker pools, beat, Flower, the dashboard
@@ -76,7 +82,7 @@ def test_demo_on_a_three_member_replica_set_reports_no_double_handouts_and_stops
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert len(re.findall(r"MongoDB replica set rs0, member \d", finished.stdout)) == 3
     assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
-    assert re.search(r"completed\s*│\s*300\b", finished.stdout)
+    assert_campaign_summary(finished.stdout, students=300)
     started = pids_in(finished.stdout)
     assert len(started) == 9  # three mongod members, redis-server, two worker pools, beat, Flower, the dashboard
     assert not [pid for pid in started if alive(pid)]

@@ -27,11 +27,10 @@ import json
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pytest
 import requests

@@ -19,11 +19,10 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pytest
 import redis

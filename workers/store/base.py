@@ -17,22 +17,30 @@ from pymongo.database import Database
 from workers.exceptions import SessionClosed, UnknownSession, UnknownStudent
 from workers.models import PENDING, CallSession, StudentState
 from workers.store.documents import (
-    SESSIONS, STATE_FIELDS, STUDENTS, closing_update, held_filter, is_repeat, why_not_held,
+    SESSIONS, STATE_FIELDS, STUDENTS, SUPPRESSIONS, clock, closing_update, held_filter, is_repeat, why_not_held,
 )
 from workers.store.durability import Collections, translating_driver_errors
 from workers.student_ids import forms_tried, id_forms
 
 
 class StoreStage:
-    """The collections (bound to their concerns, see ``durability``) and the deadline of bulk work."""
+    """The collections (bound to their concerns, see ``durability``) and the deadline of bulk work.
 
-    def __init__(self, database: Database, bulk_timeout_seconds: float | None = None) -> None:
-        collections = Collections.of(database, SESSIONS, STUDENTS)
+    ``window_lead_seconds``: how long before a window's last-call time its
+    students leave the pool (``workers.store.windows``); twice the promotion
+    interval in the workers.
+    """
+
+    def __init__(self, database: Database, bulk_timeout_seconds: float | None = None,
+                 window_lead_seconds: float = 0.0) -> None:
+        collections = Collections.of(database, SESSIONS, STUDENTS, SUPPRESSIONS)
         self.client = collections.client
         self.sessions = collections.sessions
         self.students = collections.students
         self.students_recheck = collections.students_recheck
+        self.suppressions = collections.suppressions
         self.bulk_timeout_seconds = bulk_timeout_seconds
+        self.window_lead_seconds = window_lead_seconds
 
     def bulk_deadline(self) -> ContextManager[object]:
         """The deadline of import, batch, close and reopen work, longer than a claim's (``pymongo.timeout``)."""
@@ -76,13 +84,13 @@ class StoreStage:
             raise SessionClosed(f"call session {session_id!r} is closed", call_session_id=session_id)
         return session
 
-    def settle_if_closed(self, session_id: str, now: datetime) -> None:
+    def settle_if_closed(self, session_id: str, now: datetime | None = None) -> None:
         """In a closed session, a student back in the pool takes the close outcome at once."""
         session = self.sessions.find_one({"_id": session_id, "status": "closed"}, {"closed_outcome": 1})
         if session is not None:
             self.students.update_many(
                 {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": None},
-                closing_update(session.get("closed_outcome") or "session_closed", None, now))
+                closing_update(session.get("closed_outcome") or "session_closed", None, clock(now)))
 
     def held_write(self, action: str, session_id: str, given_id: str, assistant_id: str, token: int,
                    update: Any, outcome: str | None = None) -> tuple[dict[str, Any], bool]:

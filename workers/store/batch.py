@@ -11,15 +11,18 @@ from pymongo import UpdateOne
 
 from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession
 from workers.models import PENDING, BatchItem, CallSession, StudentState
-from workers.store.base import StoreStage, unknown_student
-from workers.store.documents import Progress, chunks, held_filter, utcnow, why_not_held
-from workers.store.outcomes import already_recorded, completion_update, not_recorded_since_last_claim, plan_for
+from workers.store.base import unknown_student
+from workers.store.documents import Progress, chunks, clock, held_filter, why_not_held
+from workers.store.outcomes import (
+    CompletionPlan, already_recorded, completion_update, not_recorded_since_last_claim, plan_for,
+)
 from workers.store.durability import translating_driver_errors
+from workers.store.windows import WindowStage
 from workers.student_ids import id_forms, import_id_of
 from workers.validation import require_allowed_outcome
 
 
-class BatchStage(StoreStage):
+class BatchStage(WindowStage):
     """Completing many students at once, each write guarded like a single completion."""
 
     @translating_driver_errors
@@ -37,8 +40,9 @@ class BatchStage(StoreStage):
         by either form of its id (``workers.student_ids``). Items whose student already has that
         outcome (final, or as its latest attempt since it was last claimed)
         report ``unchanged``, so running the job again counts no attempt twice.
+        An item whose callback falls outside its student's calling hours gets
+        its own ``invalid_argument`` (unless its session allows it).
         """
-        now = now or utcnow()
         results: list[dict[str, Any]] = []
         progress(0, len(items))
         for chunk in chunks(items, chunk_size):
@@ -48,7 +52,7 @@ class BatchStage(StoreStage):
         return results
 
     def _complete_chunk(self, given: list[BatchItem], job_id: str, default_grace_seconds: int,
-                        now: datetime) -> list[dict[str, Any]]:
+                        now: datetime | None) -> list[dict[str, Any]]:
         """Read the chunk's sessions (their rules), one bulk write, then a recheck of each item's student."""
         with self.bulk_deadline():
             chunk = self._resolved(given)
@@ -57,19 +61,22 @@ class BatchStage(StoreStage):
             refused = {item.index: error for item in chunk
                        if (error := _outcome_refused(sessions.get(item.call_session_id), item)) is not None}
             allowed = [item for item in chunk if item.index not in refused]
-            plans = [plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
-                     for item in allowed]
-            personal = {item.call_session_id for item, plan in zip(allowed, plans) if plan.marks_session}
+            planned = self._checked_plans(allowed, [
+                plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
+                for item in allowed])
+            refused.update({item.index: plan for item, plan in planned if not isinstance(plan, CompletionPlan)})
+            writable = [(item, plan) for item, plan in planned if isinstance(plan, CompletionPlan)]
+            personal = {item.call_session_id for item, plan in writable if plan.marks_session}
             if personal:
                 self.note_personal_callbacks(sorted(personal))
             writes = [UpdateOne(_batch_filter(item), completion_update(
-                plan, item.assistant_id, item.assignment_token, item.request_id(job_id), now))
-                for item, plan in zip(allowed, plans)]
+                plan, item.assistant_id, item.assignment_token, item.request_id(job_id), clock(now)))
+                for item, plan in writable]
             if writes:
                 self.students.bulk_write(writes, ordered=False)
             documents = {d["_id"]: d for d in self.students_recheck.find(
-                {"_id": {"$in": [item.student_id for item in allowed]}})}
-            for session_id in {item.call_session_id for item in allowed} & set(sessions):
+                {"_id": {"$in": [item.student_id for item, _ in writable]}})}
+            for session_id in {item.call_session_id for item, _ in writable} & set(sessions):
                 self.settle_if_closed(session_id, now)
         return [{"index": item.index, "student_id": original.student_id, "status": "rejected",
                  "error": refused[item.index].to_error()} if item.index in refused
@@ -87,6 +94,27 @@ class BatchStage(StoreStage):
         return [replace(item, student_id=item_forms[0] if len(item_forms) == 1
                         else next((form for form in item_forms if form in existing), item.student_id))
                 for item, item_forms in zip(items, forms)]
+
+
+    def _checked_plans(self, chunk: list[BatchItem], plans: list[CompletionPlan]
+                       ) -> list[tuple[BatchItem, CompletionPlan | Rejected]]:
+        """Each item's plan, or the rejection of a callback outside its student's calling hours."""
+        checked = [(item, plan) for item, plan in zip(chunk, plans)]
+        asking = [item.student_id for item, plan in checked if plan.callback is not None and plan.hours is not None]
+        if not asking:
+            return list(checked)
+        zones = {document["_id"]: document.get("zone") or "" for document in self.students.find(
+            {"_id": {"$in": asking}}, {"zone": 1})}
+        result: list[tuple[BatchItem, CompletionPlan | Rejected]] = []
+        for item, plan in checked:
+            if item.student_id in zones and plan.callback is not None and plan.hours is not None:
+                try:
+                    plan = self.callback_plan(plan, zones[item.student_id], f"items[{item.index}].callback_at")
+                except Rejected as exc:
+                    result.append((item, exc))
+                    continue
+            result.append((item, plan))
+        return result
 
 
 def _outcome_refused(session: CallSession | None, item: BatchItem) -> Rejected | None:

@@ -73,15 +73,17 @@ class Collections:
     sessions: Collection
     students: Collection
     students_recheck: Collection
+    suppressions: Collection
     client: MongoClient
 
     @classmethod
-    def of(cls, database: Database, sessions: str, students: str) -> "Collections":
+    def of(cls, database: Database, sessions: str, students: str, suppressions: str) -> "Collections":
         recheck = RECHECK_READ_CONCERN if is_replicated(database.client) else READ_CONCERN
         return cls(
             sessions=_bound(database, sessions, READ_CONCERN),
             students=_bound(database, students, READ_CONCERN),
             students_recheck=_bound(database, students, recheck),
+            suppressions=_bound(database, suppressions, READ_CONCERN),
             client=database.client,
         )
 

@@ -1,13 +1,13 @@
 """A fixed set of benchmark clients ("desks") that start every measurement together.
 
-A desk is a thread or a process. Each desk keeps its own connections across
-jobs. The engine parts use threads: on 2 cores, eight client processes spent
-almost twice the CPU per claim of eight threads (context switches), CPU that
-mongod then lacked, while the GIL never limited the clients (docs/performance.md).
-The Celery callers run as threads spread over a few processes. A measurement hands one job to each of the
-first N desks; every desk prepares (connects, loads the session), reports
-ready, and waits for one shared "go", so the measured window holds only the
-work itself.
+A desk is a thread or a process that keeps its own connections across jobs.
+The claim parts use threads: on 2 cores, eight client processes spent almost
+twice the CPU per claim of eight threads (context switches), CPU that mongod
+then lacked, while the GIL never limited the clients (docs/performance.md).
+Celery callers run as threads spread over a few desk processes. A measurement
+hands one job to each of the first N desks; every desk prepares (connects,
+loads the session), reports ready, and waits for one shared "go", so the
+measured window holds only the work itself.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 
 PROCESSES = "processes"
 THREADS = "threads"
-PRELOAD = ["bench.pool", "bench.engine", "bench.celery_load"]
+PRELOAD = ["bench.harness.desks", "bench.harness.claims", "bench.harness.calls", "bench.harness.arrivals"]
 STEP_TIMEOUT_SECONDS = 120.0
 
 

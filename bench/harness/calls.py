@@ -1,9 +1,11 @@
-"""Part 3: end to end through Celery, the no-op task against ``callqueue.assign_next_student``.
+"""Closed-loop callers through Celery: each presses again as soon as its answer came.
 
 Callers are threads spread over a few desk processes, each thread with its own
-``AssignmentClient`` (as the client asks). Both tasks go through the very same
-``AssignmentClient.call`` path (send, run on the same workers, result back
-through the Redis backend), so the only difference is the claim itself.
+``AssignmentClient`` (as the client asks). Every task goes through the very
+same ``AssignmentClient.call`` path (send, run on the same workers, result
+back through the Redis backend). Only answers with the status the task must
+give (``assigned`` for a claim, ``noop`` for the no-op) count as calls; any
+other answer or error stops the measurement.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bench.cpu import CpuMeter, CpuUse
-from bench.integrity import Answer
-from bench.pool import DeskPool
-from bench.stats import latency_summary, ratio
+from bench.harness.cpu import CpuMeter, CpuUse
+from bench.harness.desks import BenchError, DeskPool
+from bench.harness.integrity import Answer
+from bench.harness.stats import latency_summary, ratio
 from config import Settings
 from producers.client import AssignmentClient
 
@@ -72,7 +74,7 @@ class CallJob:
             finally:
                 run.finished = time.monotonic()
             run.latencies_ms.append((time.perf_counter() - began) * 1000)
-            run.record(result, assistant)
+            run.record(result, assistant, self.session_id)
 
 
 @dataclass
@@ -84,16 +86,16 @@ class CallRun:
     answers: list[Answer] = field(default_factory=list)
     finished: float = 0.0
 
-    def record(self, result: dict[str, Any], assistant: str) -> None:
-        """Count the answer; keep claimed students for the double-hand-out check."""
+    def record(self, result: dict[str, Any], assistant: str, session_id: str) -> None:
+        """Count the answer by status; keep claimed students for the audit."""
         status = str(result.get("status"))
         if status == "assigned" and result.get("already_held"):
             status = "already_held"
+        elif status == "assigned" and result.get("assigned_to") != assistant:
+            status = "wrong_assistant"
         self.statuses[status] += 1
         if status == "assigned":
-            if result.get("assigned_to") != assistant:
-                self.statuses["wrong_assistant"] += 1
-            self.answers.append((result["student_id"], assistant))
+            self.answers.append(Answer(session_id, result["student_id"], assistant, result["assignment_token"]))
 
     @classmethod
     def merge(cls, runs: list["CallRun"]) -> "CallRun":
@@ -120,7 +122,11 @@ class ClientSet:
 
 @dataclass(frozen=True)
 class CallResult:
-    """Throughput and latency percentiles of one task under ``callers`` concurrent callers."""
+    """Throughput and latency percentiles of one task under ``callers`` concurrent callers.
+
+    ``calls`` are the answers with the expected status (``measure_calls``
+    refuses a window with any other).
+    """
 
     task: str
     callers: int
@@ -154,18 +160,25 @@ class CallResult:
         return round(sum(use.machine_busy_share for use in self.cpu) / len(self.cpu), 3) if self.cpu else 0.0
 
 
-def measure_calls(pool: DeskPool, environ: dict[str, str], task: str, session_id: str, callers: int,
-                  processes: int, duration_seconds: float, label: str,
+def measure_calls(pool: DeskPool, environ: dict[str, str], task: str, expected: str, session_id: str,
+                  callers: int, processes: int, duration_seconds: float, label: str,
                   meter: CpuMeter | None = None) -> CallResult:
-    """``callers`` threads over ``processes`` desks calling ``task`` for ``duration_seconds``."""
+    """``callers`` threads over ``processes`` desks calling ``task`` for ``duration_seconds``.
+
+    Raises ``BenchError`` when any answer was not ``expected``: an error, or
+    an ``exhausted`` claim, is not a faster call.
+    """
     shares = [callers // processes + (1 if index < callers % processes else 0) for index in range(processes)]
     jobs = [CallJob(environ, task, session_id, f"{label}-p{index}", share, duration_seconds)
             for index, share in enumerate(shares) if share]
     measurement = pool.run(jobs, on_go=meter.start if meter else None)
     run = CallRun.merge(measurement.results)
-    cpu = [meter.stop(len(run.latencies_ms))] if meter else []
-    return CallResult(task, callers, len(run.latencies_ms), run.finished - measurement.started,
-                      run.latencies_ms, dict(run.statuses), run.answers, cpu)
+    calls = run.statuses.get(expected, 0)
+    if calls != sum(run.statuses.values()):
+        raise BenchError(f"{task} in window {label}: {sum(run.statuses.values()) - calls} answers were not "
+                         f"{expected!r} ({dict(run.statuses)}); see the worker log")
+    return CallResult(task, callers, calls, run.finished - measurement.started, run.latencies_ms,
+                      dict(run.statuses), run.answers, [meter.stop(calls)] if meter else [])
 
 
 def combine(results: list[CallResult]) -> CallResult:

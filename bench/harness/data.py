@@ -7,6 +7,7 @@ payloads), written by ``AssignmentStore.import_students`` in both cases.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -36,24 +37,25 @@ def student_rows(count: int) -> tuple[NewStudent, ...]:
     )
 
 
-def seed_session(database: Database, session_id: str, count: int) -> None:
-    """Insert a session of ``count`` pending students through the project's own import."""
-    AssignmentStore(database).import_students(session_id, session_id, list(student_rows(count)), IMPORT_CHUNK)
+def seed_session(database: Database, session_id: str, count: int, routes: tuple[str, ...] = ("",)) -> None:
+    """Insert a session of ``count`` pending students through the project's own import.
+
+    The ``n``-th student gets routing tag ``routes[n % len(routes)]`` (none by default).
+    """
+    rows = [row if routes == ("",) else dataclasses.replace(row, route=routes[index % len(routes)])
+            for index, row in enumerate(student_rows(count))]
+    AssignmentStore(database).import_students(session_id, session_id, rows, IMPORT_CHUNK)
 
 
-def fresh_ours(database: Database, session_id: str, count: int) -> None:
-    """Empty ``database``, seed one session, then build the project's indexes."""
+def fresh(database: Database, sessions: dict[str, int], seed_style: bool = False) -> None:
+    """Empty ``database``; seed each session of ``sessions`` (id: students); index and flush to disk.
+
+    The indexes are the project's, or with ``seed_style`` only the baseline's.
+    """
     database.client.drop_database(database.name)
-    seed_session(database, session_id, count)
-    ensure_indexes(database)
-    settle(database)
-
-
-def fresh_seed_style(database: Database, session_id: str, count: int) -> None:
-    """Empty ``database``, seed the same session, then build only the seed-style index."""
-    database.client.drop_database(database.name)
-    seed_session(database, session_id, count)
-    ensure_seed_style_index(database)
+    for session_id, count in sessions.items():
+        seed_session(database, session_id, count)
+    (ensure_seed_style_index if seed_style else ensure_indexes)(database)
     settle(database)
 
 
@@ -80,7 +82,8 @@ def seed_style_claim(database: Database, session_id: str, assistant_id: str,
     MongoDB gather and sort every matching student on each claim. It returns
     the same projection as ours, so only the query and index differ.
     ``max_time_ms`` lets the benchmark abandon a claim (which then changes
-    nothing) when its measuring window closes.
+    nothing) when its measuring window closes. Its history entry has no
+    token to carry (the update cannot read the one it makes): null.
     """
     now = now or datetime.now(timezone.utc)
     return database[STUDENTS].find_one_and_update(
@@ -89,7 +92,7 @@ def seed_style_claim(database: Database, session_id: str, assistant_id: str,
         {"$set": {"assigned_to": assistant_id, "assigned_at": now},
          "$inc": {"assignment_token": 1},
          "$push": {"history": {"event": "claimed", "assistant_id": assistant_id,
-                               "request_id": assistant_id, "at": now}}},
+                               "token": None, "request_id": assistant_id, "at": now}}},
         sort=[("position", ASCENDING)],
         projection=ASSIGNMENT_FIELDS,
         return_document=ReturnDocument.AFTER,

@@ -28,8 +28,8 @@ def print_summary(outcomes: Sequence[Outcome], say: Say) -> list[Target]:
     for report in reports:
         say(report.line())
     total = combine("all parts", reports)
-    say(f"  => {total.answers} claims checked, {total.handed_twice} students handed to two assistants "
-        f"[{'PASS' if all(report.ok for report in reports) else 'FAIL'}]")
+    verdict = "nothing checked" if not total.answers else "PASS" if all(report.ok for report in reports) else "FAIL"
+    say(f"  => {total.answers} claims checked, {total.handed_twice} students handed to two assistants [{verdict}]")
     say("\nTargets (same run, same machine):")
     goals = [goal for outcome in outcomes for goal in outcome.targets()]
     for goal in goals:

@@ -3,17 +3,17 @@
 ``bench/harness/`` is what every part shares:
 
 - ``core``: ``RunOptions`` (the command line), the ``Part`` base, the
-  ``Harness`` a part runs on (the servers, started on first use, a MongoDB
-  client, desk pools, the results of the parts before) and ``run_parts``;
-- ``servers``: mongod, redis-server and per-part Celery workers (a
-  ``devstack`` stack, stopped by PID); ``desks``: clients that start each
-  measurement together; ``cpu``: CPU time per operation from ``/proc``;
-- ``data``: the students every part seeds, and the seed-style baseline;
-- ``claims``: claims without Celery; ``calls``: closed-loop callers through
-  Celery; ``arrivals``: open-loop Poisson presses;
+  ``Harness`` a part runs on (the run's own mongod and redis-server, a
+  ``devstack`` stack started on first use; Celery workers per part; a
+  MongoDB client; desk pools; the results of the parts before) and
+  ``run_parts``; ``desks``: clients that start each measurement together;
+  ``cpu``: CPU time per operation from ``/proc``;
+- ``claims``: the students every part seeds, the seed-style baseline, and
+  claims without Celery; ``callers``: callers through Celery, closed-loop
+  and open-loop (Poisson presses);
 - ``integrity``: never handed to two assistants (``devstack.audit`` plus
-  what the clients were told); ``stats`` and ``targets``: figures and the
-  PASS/FAIL they earn; ``report``: the printout, JSON and chart.
+  what the clients were told); ``targets``: figures (percentiles, medians,
+  ratios) and the PASS/FAIL they earn; ``report``: printout, JSON, chart.
 
 ``bench/parts/`` holds one module per part, registered in
 ``bench/parts/__init__.py``. ``bench/tasks.py`` has the benchmark's own

@@ -9,11 +9,10 @@ from types import FrameType
 
 import click
 
-from bench.harness.calls import ASSIGN_TASK
-from bench.harness.core import RunOptions, run_parts
+from bench.harness.callers import ASSIGN_TASK
+from bench.harness.core import RunOptions, WorkerOptions, run_parts
 from bench.harness.desks import PROCESSES, THREADS
 from bench.harness.report import document, print_summary, write_files
-from bench.harness.servers import WorkerOptions
 from bench.parts import PARTS
 from bench.tasks import CLAIM_ONLY_TASK
 
@@ -24,19 +23,17 @@ NAMES = [part.name for part in PARTS]
 @click.option("--list", "list_parts", is_flag=True, help="List the parts and exit.")
 @click.option("--part", "parts", type=click.Choice(NAMES), multiple=True,
               help="Run this part (repeatable; in the registry's order). Default: every part but failover.")
-@click.option("--quick", is_flag=True, help="A few minutes: one repeat, short windows, smaller sessions (a smoke run).")
+@click.option("--quick", is_flag=True, help="A smoke run of a few minutes: short windows, smaller sessions.")
 @click.option("--strict", is_flag=True, help="Exit with status 2 when a target fails.")
 @click.option("--engine-mode", type=click.Choice([THREADS, PROCESSES]), default=THREADS, show_default=True,
-              help="Claim desks as threads of one process (each with its own MongoClient) or as processes.")
+              help="Claim desks as threads (each with its own MongoClient) or as processes.")
 @click.option("--pool", "worker_pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork",
               show_default=True, help="Celery pool of the benchmark's assignment worker.")
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker pool size.")
-@click.option("--prefetch", type=int, default=None,
-              help="Override CALLQUEUE_WORKER_PREFETCH_MULTIPLIER for the workers (default: settings).")
+@click.option("--prefetch", type=int, default=None, help="CALLQUEUE_WORKER_PREFETCH_MULTIPLIER of the workers.")
 @click.option("--worker-loglevel", default=None, help="Override the workers' --loglevel (default: INFO).")
 @click.option("--caller-processes", type=int, default=None, help="Processes the 64 Celery callers run in.")
-@click.option("--open-loop-probe", is_flag=True,
-              help="Open-loop part with the claim-only probe (bench.claim_only) pressed instead of assign_next_student.")
+@click.option("--open-loop-probe", is_flag=True, help="Open loop: press bench.claim_only, not assign_next_student.")
 @click.option("--failover", is_flag=True, help="Same as --part failover.")
 @click.option("--campaigns", is_flag=True, help="Same as --part campaigns.")
 @click.option("--election-timeout-ms", "election_timeouts_ms", type=click.IntRange(500, 60_000), multiple=True,

@@ -1,40 +1,39 @@
 """Claims without Celery: desks racing on MongoDB with the store's own claim, as workers run it.
 
-Each desk has its own ``MongoClient`` and its share of the assistants, and
-presses in a loop: ``AssignmentStore.assign_next`` (or the seed-style claim
-it replaced), then, in parts whose holds end, the completion (or every
-``release_every``-th time a release) as ``complete_student`` runs it. A hold
-that never ends blocks its assistant, so such parts claim for a fresh
-assistant id every time. A measurement stops after a duration or a number of
-claims; a claim that finds nobody stops it too, which is an error unless the
-part drains the session (``may_run_out``): the sessions are seeded with room
-to spare, so nobody left means the claim is broken.
-
-MongoDB's own counters are read around every measurement: finds served (the
-session reads of the open-session cache) and the deleted index keys the
-claims' cursors stepped over.
+Each desk (its own ``MongoClient`` and assistants) claims with ``assign_next``
+(or the seed-style claim it replaced) and, where holds end, completes or
+releases as the tasks do; a hold that never ends blocks its assistant, so
+such claims go to a fresh assistant each time. Sessions are seeded with
+students to spare (all from one generator, through the project's own
+import), so a claim finding nobody is an error unless the part drains its
+session (``may_run_out``). Around each measurement MongoDB's counters give
+the session reads and the deleted index keys the claims stepped over.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping, Sequence
 
-from pymongo import MongoClient
+from pymongo import ASCENDING, IndexModel, MongoClient, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import ExecutionTimeout, OperationFailure
 
 from bench.harness.cpu import CpuMeter, CpuUse, merge_uses
-from bench.harness.data import seed_style_claim
 from bench.harness.desks import BenchError, DeskPool
 from bench.harness.integrity import COMPLETED, HELD, RELEASED, Answer
-from bench.harness.stats import latency_summary, ratio
+from bench.harness.targets import latency_summary, median, ratio
 from workers.exceptions import Rejected
-from workers.models import CallSession
+from workers.models import PENDING, CallSession
 from workers.session_cache import OpenSessionCache
-from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan
+from workers.store import (
+    ASSIGNMENT_FIELDS, CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes,
+)
 from workers.store.documents import CLAIM_ORDER, claim_filter, claim_lanes
 
 OURS = "ours"
@@ -42,6 +41,9 @@ SEED_STYLE = "seed-style"
 OUTCOME = "reached"
 SKIPPED_STAT = "Total number of entries skipped by cursor next calls"
 Seat = tuple[str, str, tuple[str, ...]]  # (session, assistant, skills) of one assistant at a desk
+SEED_STYLE_INDEX_KEYS = ("call_session_id", "filter_status", "assigned_to", "assigned_at")
+SEED_STYLE_LEASE = timedelta(minutes=30)
+IMPORT_CHUNK = 1_000
 
 
 class WindowClosed(Exception):
@@ -50,7 +52,6 @@ class WindowClosed(Exception):
 
 @dataclass
 class DeskRun:
-    """What one desk did in one measurement."""
 
     answers: list[Answer] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
@@ -62,9 +63,8 @@ class DeskRun:
 class ClaimJob:
     """One desk's share: claim for its seats in turn until ``seconds`` or ``max_claims`` are spent.
 
-    ``cache_seconds``: sessions come from a per-process ``OpenSessionCache``
-    with that lifetime, as in the task (a fresh one per measurement, the desk
-    standing for a worker process); None reads each session once before the go.
+    ``cache_seconds``: the task's per-process ``OpenSessionCache`` (fresh per
+    measurement: the desk is a worker process); None reads each session once.
     """
 
     mongo_url: str
@@ -77,20 +77,14 @@ class ClaimJob:
     ends: bool = False
     cache_seconds: float | None = None
     release_every: int = 0
-    claims_before: int = 0
 
     def prepare(self, cache: dict[str, Any]) -> Callable[[float], DeskRun]:
-        """Connect (once per desk), read the sessions, and return the timed loop."""
-        client = cache.get(self.mongo_url)
-        if client is None:
-            client = cache[self.mongo_url] = MongoClient(self.mongo_url, tz_aware=True, appname="bench")
-        database = client[self.database]
+        if self.mongo_url not in cache:
+            cache[self.mongo_url] = MongoClient(self.mongo_url, tz_aware=True, appname="bench")
+        database = cache[self.mongo_url][self.database]
         database.command("ping")
         store = AssignmentStore(database)
-        if self.kind == SEED_STYLE:
-            claim = _seed_style(database)
-        else:
-            claim = _ours(store, self.cache_seconds, {session for session, _assistant, _skills in self.seats})
+        claim = _seed_style(database) if self.kind == SEED_STYLE else _ours(store, self.cache_seconds, self.seats)
         return lambda go_time: self._loop(store, claim, go_time)
 
     def _loop(self, store: AssignmentStore, claim: Callable[..., tuple[str, int | None] | None],
@@ -122,7 +116,7 @@ class ClaimJob:
     def _end_hold(self, store: AssignmentStore, hold: tuple[str, str, str, int], request: str, number: int) -> str:
         """Complete (or every ``release_every``-th claim of the desk, release); a refusal is recorded."""
         try:
-            if self.release_every and (self.claims_before + number + 1) % self.release_every == 0:
+            if self.release_every and (number + 1) % self.release_every == 0:
                 store.release(*hold, f"{request}:release")
                 return RELEASED
             store.complete(*hold, CompletionPlan(OUTCOME), f"{request}:complete")
@@ -131,10 +125,10 @@ class ClaimJob:
             return f"refused:{exc.code}"
 
 
-def _ours(store: AssignmentStore, cache_seconds: float | None, session_ids: set[str]) -> Callable[..., Any]:
+def _ours(store: AssignmentStore, cache_seconds: float | None, seats: Sequence[Seat]) -> Callable[..., Any]:
     """The project's claim; on "nobody left" with the task's cache, the fresh session read the task makes."""
     cache = OpenSessionCache(cache_seconds) if cache_seconds is not None else None
-    once: dict[str, CallSession] = {} if cache else {sid: store.open_session(sid) for sid in session_ids}
+    once: dict[str, CallSession] = {} if cache else {seat[0]: store.open_session(seat[0]) for seat in seats}
 
     def claim(session_id: str, assistant: str, request: str, skills: tuple[str, ...],
               _deadline: float) -> tuple[str, int] | None:
@@ -197,7 +191,7 @@ class Claims:
         return ratio(count, self.claims)
 
     def cpu_per_claim(self) -> float:
-        """CPU ms per claim (with what the press did after it), mongod and desks together; NaN unmeasured."""
+        """CPU ms per claim (and what followed it), mongod and desks together: steadier than throughput."""
         return math.nan if self.cpu is None else sum(self.cpu.per_operation_ms.values())
 
     def to_json(self) -> dict[str, Any]:
@@ -251,6 +245,40 @@ def merge(label: str, parts: Sequence[Claims]) -> Claims:
                   merge_uses(uses, [part.claims for part in parts if part.cpu is not None]) if uses else None)
 
 
+def abba(pool: DeskPool, database: Database, meter: CpuMeter | None, kinds: Sequence[str], number: int,
+         jobs: Callable[[str, str], list[ClaimJob]]) -> dict[str, Claims]:
+    """Round ``number``: the kinds take turns A-B-B-A (B-A-A-B in odd rounds, cancelling a steady drift
+    of the machine's other load), each kind's turns merged; ``jobs(kind, label)`` gives a turn's jobs."""
+    order = list(kinds) if number % 2 == 0 else list(kinds)[::-1]
+    turns: dict[str, list[Claims]] = {kind: [] for kind in kinds}
+    for turn, kind in enumerate(order + order[::-1]):
+        label = f"{kind}-r{number}-t{turn}"
+        turns[kind].append(measure(pool, jobs(kind, label), label, database, meter))
+    return {kind: merge(f"{kind}-r{number}", parts) for kind, parts in turns.items()}
+
+
+@dataclass
+class Rounds:
+    """Per round, each kind's claims; the targets use medians of per-round ratios."""
+
+    rounds: list[dict[str, Claims]] = field(default_factory=list)
+
+    def ratios(self, kind: str, base: str) -> list[float]:
+        return [ratio(turns[kind].claims_per_second, turns[base].claims_per_second) for turns in self.rounds]
+
+    def ratio(self, kind: str, base: str) -> float:
+        return median(self.ratios(kind, base))
+
+    def rate(self, kind: str) -> float:
+        return median([turns[kind].claims_per_second for turns in self.rounds])
+
+    def cpu_ratio(self, kind: str, base: str) -> float:
+        return median([ratio(turns[kind].cpu_per_claim(), turns[base].cpu_per_claim()) for turns in self.rounds])
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [{kind: claims.to_json() for kind, claims in turns.items()} for turns in self.rounds]
+
+
 def split(total: int | None, parts: int) -> list[int | None]:
     """``total`` spread as evenly as possible over ``parts`` (all None without a total)."""
     if total is None:
@@ -259,12 +287,8 @@ def split(total: int | None, parts: int) -> list[int | None]:
 
 
 def server_counts(database: Database) -> tuple[int, int]:
-    """(finds served, entries the claim index's cursors skipped) so far.
-
-    During a measurement the only finds are session reads (claims and
-    completions are findAndModify) and the only cursors on the claim index
-    are claims: the skipped entries are deleted keys claims stepped over.
-    """
+    """(finds served, entries the claim index's cursors skipped): during a measurement the only finds are
+    session reads (claims are findAndModify), the only claim index cursors claims."""
     queries = database.client.admin.command("serverStatus")["opcounters"]["query"]
     return int(queries), claim_index_cursor(database).get(SKIPPED_STAT, 0)
 
@@ -279,11 +303,8 @@ def claim_index_cursor(database: Database) -> dict[str, int]:
 
 
 def explain_claim(database: Database, session_id: str, skills: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The claim's index walk, explained with its own filter, sort and hint (nothing is claimed).
-
-    ``keys_examined`` counts live keys; deleted keys the walk stepped over
-    show in the time and in ``skipped_entries``.
-    """
+    """The claim's index walk, explained with its own filter, sort and hint (nothing is claimed);
+    deleted keys it stepped over show in ``skipped_entries``, not in ``keys_examined``."""
     lanes = claim_lanes("bench-explain", skills, personal=False)
     cursor = database[STUDENTS].find(claim_filter(session_id, lanes, "bench-explain"), {"_id": 1},
                                      sort=CLAIM_ORDER, hint=CLAIM_INDEX, limit=1)
@@ -292,3 +313,77 @@ def explain_claim(database: Database, session_id: str, skills: tuple[str, ...] =
     return {"keys_examined": stats["totalKeysExamined"], "docs_examined": stats["totalDocsExamined"],
             "milliseconds": stats["executionTimeMillis"],
             "skipped_entries": claim_index_cursor(database).get(SKIPPED_STAT, 0) - before}
+
+
+# -- the students every part claims from, and the seed-style baseline ---------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def student_rows(count: int) -> tuple[NewStudent, ...]:
+    """``count`` deterministic students, each a realistic small payload (made once per size)."""
+    return tuple(
+        NewStudent(
+            student={"name": f"Student {index:06d}", "phone": f"+1555{index:07d}",
+                     "email": f"student{index:06d}@example.edu", "cohort": f"cohort-{index % 40:02d}"},
+            position=index,
+            key=f"s{index:06d}",
+        )
+        for index in range(count)
+    )
+
+
+def seed_session(database: Database, session_id: str, count: int, routes: tuple[str, ...] = ("",)) -> None:
+    """Insert a session of ``count`` pending students through the project's own import.
+
+    The ``n``-th student gets routing tag ``routes[n % len(routes)]`` (none by default).
+    """
+    rows = [row if routes == ("",) else dataclasses.replace(row, route=routes[index % len(routes)])
+            for index, row in enumerate(student_rows(count))]
+    AssignmentStore(database).import_students(session_id, session_id, rows, IMPORT_CHUNK)
+
+
+def fresh(database: Database, sessions: dict[str, int], seed_style: bool = False) -> None:
+    """Empty ``database``; seed each session of ``sessions`` (id: students); index and flush to disk.
+
+    The indexes are the project's, or with ``seed_style`` only the baseline's.
+    """
+    database.client.drop_database(database.name)
+    for session_id, count in sessions.items():
+        seed_session(database, session_id, count)
+    if seed_style:  # the baseline's index: the fields of its filter, nothing for the sort
+        database[STUDENTS].create_indexes([IndexModel([(key, ASCENDING) for key in SEED_STYLE_INDEX_KEYS],
+                                                      name="seed_filter_fields")])
+    else:
+        ensure_indexes(database)
+    settle(database)
+
+
+def settle(database: Database) -> None:
+    """Flush the fresh data to disk now, so the checkpoint does not land inside a measurement."""
+    database.client.admin.command("fsync")
+
+
+def seed_style_claim(database: Database, session_id: str, assistant_id: str,
+                     now: datetime | None = None, max_time_ms: int | None = None) -> Mapping[str, Any] | None:
+    """The claim the project replaces: unassigned *or* stale, ordered by position.
+
+    Still one atomic ``find_one_and_update`` (so it cannot hand a student out
+    twice either), but the ``$or`` and a sort the index cannot serve make
+    MongoDB gather and sort every matching student on each claim. It returns
+    the same projection as ours, so only the query and index differ.
+    ``max_time_ms`` lets the benchmark abandon a claim (which then changes
+    nothing) when its measuring window closes. Its history entry has no
+    token to carry (the update cannot read the one it makes): null.
+    """
+    now = now or datetime.now(timezone.utc)
+    return database[STUDENTS].find_one_and_update(
+        {"call_session_id": session_id, "filter_status": PENDING,
+         "$or": [{"assigned_to": None}, {"assigned_at": {"$lt": now - SEED_STYLE_LEASE}}]},
+        {"$set": {"assigned_to": assistant_id, "assigned_at": now},
+         "$inc": {"assignment_token": 1},
+         "$push": {"history": {"event": "claimed", "assistant_id": assistant_id,
+                               "token": None, "request_id": assistant_id, "at": now}}},
+        sort=[("position", ASCENDING)],
+        projection=ASSIGNMENT_FIELDS,
+        return_document=ReturnDocument.AFTER,
+        **({"maxTimeMS": max_time_ms} if max_time_ms is not None else {}),
+    )

@@ -38,14 +38,11 @@ class Answer(NamedTuple):
 class IntegrityReport:
     """Counts of every way a claim can go wrong; all must be 0.
 
-    ``students_in_two_answers``: one claim (student and token) told to two
-    answers; ``students_claimed_twice``: claimed while held, or completed
-    twice; ``holder_mismatches``: an answer the history does not record for
-    its assistant, an assistant holding two, a refused completion, attempts
-    that disagree with the history, or (``HOLDING``) a claim no longer held;
-    ``claimed_without_answer``: a claim in MongoDB nobody was told of;
-    ``not_completed_once``: (``ENDED``, ``DRAINED``) a student not completed
-    exactly once.
+    ``students_in_two_answers``: a claim told to two assistants; ``students_claimed_twice``: claimed while
+    held, or completed twice; ``holder_mismatches``: an answer the history does not record for its
+    assistant, an assistant holding two, a refused completion, attempts that disagree with the history,
+    or (``HOLDING``) a claim no longer held; ``claimed_without_answer``: a claim nobody was told of;
+    ``not_completed_once``: (``ENDED``, ``DRAINED``) a student not completed exactly once.
     """
 
     part: str
@@ -80,13 +77,9 @@ def check(part: str, database: Database, answers: Sequence[Answer], expect: str,
     by_session: dict[str, list[Answer]] = {session_id: [] for session_id in sessions}
     for answer in answers:
         by_session.setdefault(answer.session_id, []).append(answer)
-    return combine(part, [from_audit("", audit_session(database, session_id, handouts(given),
-                                                       claimed_only=expect != DRAINED), given, expect)
-                          for session_id, given in by_session.items()])
-
-
-def handouts(answers: Iterable[Answer]) -> list[Handout]:
-    return [Handout(answer.student_id, answer.assistant_id, answer.token) for answer in answers]
+    return combine(part, [from_audit("", audit_session(
+        database, session_id, [Handout(answer.student_id, answer.assistant_id, answer.token) for answer in given],
+        claimed_only=expect != DRAINED), given, expect) for session_id, given in by_session.items()])
 
 
 def from_audit(part: str, audit: AuditReport, answers: Sequence[Answer], expect: str) -> IntegrityReport:

@@ -12,10 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.harness.core import Outcome, RunOptions, Say
+from bench.harness.core import Outcome, Panel, RunOptions, Say
 from bench.harness.integrity import combine
-from bench.harness.stats import json_safe
-from bench.harness.targets import Target
+from bench.harness.targets import Target, json_safe
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 COLUMNS = 3
@@ -38,30 +37,25 @@ def print_summary(outcomes: Sequence[Outcome], say: Say) -> list[Target]:
         if outcome.error:
             say(f"  [FAIL] part {outcome.part.name} stopped before its targets: {outcome.error}")
     say("\nFor reference (no target):")
-    for outcome in outcomes:
-        for name, value in [] if outcome.results is None else outcome.part.observations(outcome.results):
-            say(f"  {name}: {value:.2f}x")
+    for name, value in [line for outcome in outcomes for line in outcome.observations()]:
+        say(f"  {name}: {value:.2f}x")
     return goals
 
 
 def document(outcomes: Sequence[Outcome], options: RunOptions, load: dict[str, list[float]]) -> dict[str, Any]:
     """The whole run: per part its config, results (every window, round and repeat), targets and seconds."""
     parts = {outcome.part.name.replace("-", "_"): {
-        "config": _plain(outcome.config), "results": None if outcome.results is None else outcome.results.to_json(),
-        "targets": [goal.to_json() for goal in outcome.targets()], "error": outcome.error,
-        "observations": {} if outcome.results is None else
-        {name: round(value, 3) for name, value in outcome.part.observations(outcome.results)},
+        "config": dataclasses.asdict(outcome.config), "error": outcome.error,
+        "results": None if outcome.results is None else outcome.results.to_json(),
+        "targets": [goal.to_json() for goal in outcome.targets()],
+        "observations": {name: round(value, 3) for name, value in outcome.observations()},
     } for outcome in outcomes}
     return json_safe({
-        "meta": _meta(load), "options": _plain(options), **parts,
+        "meta": _meta(load), "options": dataclasses.asdict(options), **parts,
         "integrity": [report.to_json() for outcome in outcomes for report in outcome.checks],
         "targets": [goal.to_json() for outcome in outcomes for goal in outcome.targets()],
         "part_seconds": {outcome.part.name.replace("-", "_"): outcome.seconds for outcome in outcomes},
     })
-
-
-def _plain(value: Any) -> Any:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _meta(load: dict[str, list[float]]) -> dict[str, Any]:
@@ -92,7 +86,7 @@ def write_files(outcomes: Sequence[Outcome], document_: dict[str, Any],
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     json_path, png_path = directory / f"bench-{stamp}.json", directory / f"bench-{stamp}.png"
-    json_path.write_text(json.dumps(document_, indent=2) + "\n")
+    json_path.write_text(json.dumps(document_, indent=2, default=lambda moment: moment.isoformat()) + "\n")
     panels = [panel for outcome in outcomes if outcome.results is not None
               for panel in outcome.part.panels(outcome.results)]
     if not panels:
@@ -101,7 +95,19 @@ def write_files(outcomes: Sequence[Outcome], document_: dict[str, Any],
     return json_path, png_path
 
 
-def draw_chart(panels: list[Any], path: Path) -> None:
+def bars(title: str, ylabel: str, labels: Sequence[str], heights: Sequence[float],
+         dots: Sequence[Sequence[float]] = ()) -> Panel:
+    """A chart panel: one labelled bar per label, with dots over each (every round's figure, say)."""
+    def draw(axes: Any) -> None:
+        axes.bar_label(axes.bar(labels, heights, color="tab:blue"), fmt="%.0f", fontsize=8)
+        for position, points in enumerate(dots):
+            axes.plot([position] * len(points), points, "k.", alpha=0.6)
+        axes.set(ylabel=ylabel, title=title)
+
+    return draw
+
+
+def draw_chart(panels: list[Panel], path: Path) -> None:
     """The parts' panels in rows of three."""
     import matplotlib
     matplotlib.use("Agg")

@@ -23,10 +23,3 @@ PARTS: list[Part] = [
     failover.PART,
 ]
 
-
-def by_name(name: str) -> Part:
-    """The part called ``name`` (``KeyError`` naming the known ones otherwise)."""
-    for part in PARTS:
-        if part.name == name:
-            return part
-    raise KeyError(f"no part {name!r}; parts: {', '.join(part.name for part in PARTS)}")

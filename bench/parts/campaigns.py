@@ -1,41 +1,33 @@
 """Campaigns: what routing tags cost a claim, and how soon a due callback can be claimed.
 
-Routing: claims/s from a session whose students are spread over five routing
-tags (and untagged), each assistant pressing with a random 2-5 of those
-skills, against a session of the same size with no tags, pressed without
-skills. A press is ``assign_next`` (the session read once) then the
-completion. Every round seeds both fresh and lets them take turns A-B-B-A;
-the keys a claim examines (``explain``) are reported with the rates.
+Routing: claims/s (``assign_next`` with the assistant's 2-5 skills, then the
+completion) from students spread over five tags and untagged, against the
+same students untagged pressed without skills; fresh every round, with the
+keys a claim examines (``explain``).
 
-Callbacks: from a personal callback's due moment to its claim through real
-Celery: a worker and ``celery beat`` sending ``callqueue.promote_due`` every
-``promote_interval_seconds``. Each assistant claims one student and completes
-it with a callback for themselves at a staggered time (so the due moments
-fall at every phase of beat's schedule); from shortly before that moment the
-assistant presses "Get Next" until its own student comes back to it. The
-session holds only these students, so a press before the promotion finds
-nobody, and any other answer fails the part.
+Callbacks: through a real worker and ``celery beat`` (``promote_due`` every
+``promote_interval_seconds``), each assistant completes its student with a
+callback for itself, due at staggered moments across beat's schedule, then
+presses "Get Next" until its own student comes back; the session holds
+nobody else, and any other answer fails the part.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from bench.harness.calls import ASSIGN_TASK
-from bench.harness.claims import Claims, Seat, claim_jobs, explain_claim, measure, merge
-from bench.harness.core import Harness, Part, RunOptions
-from bench.harness.data import fresh, seed_session, settle
+from bench.harness.callers import ASSIGN_TASK
+from bench.harness.claims import Rounds, Seat, abba, claim_jobs, explain_claim, fresh, seed_session, settle
+from bench.harness.core import Harness, Part
 from bench.harness.desks import BenchError
 from bench.harness.integrity import ENDED, Answer, IntegrityReport, check, combine
-from bench.harness.servers import WorkerOptions
-from bench.harness.stats import median, percentile, ratio
-from bench.harness.targets import Target
+from bench.harness.targets import Target, median, percentile, ratio
 from devstack.processes import wait_until
 from devstack.servers import CeleryBeat
 from producers.client import AssignmentClient
@@ -51,10 +43,8 @@ CALLBACK_SESSION = "bench-callbacks"
 
 @dataclass(frozen=True)
 class CampaignsConfig:
-    """Routing: two sessions of ``students``, ``clients`` desks of ``assistants_per_desk``; callbacks:
-    ``callbacks`` of them, the first due ``lead_seconds`` on, spread over ``spread_intervals`` promotion
-    intervals; each assistant presses every ``poll_seconds`` from ``early_seconds`` before its due moment
-    until claimed or ``give_up_seconds`` after it."""
+    """Callbacks: the first due ``lead_seconds`` on, spread over ``spread_intervals`` promotion intervals,
+    pressed every ``poll_seconds`` from ``early_seconds`` before due until ``give_up_seconds`` after."""
 
     students: int = 20_000
     clients: int = 8
@@ -71,29 +61,11 @@ class CampaignsConfig:
     spread_intervals: float = 2.5
     early_seconds: float = 0.3
     give_up_seconds: float = 10.0
-    mode: str = "threads"
-    workers: WorkerOptions = field(default_factory=WorkerOptions)
 
     @property
     def routes(self) -> tuple[str, ...]:
         """Untagged ("") and the routing tags: the tagged session's students take them in turn."""
         return ("", *(f"tag-{index + 1}" for index in range(self.tags)))
-
-
-@dataclass(frozen=True)
-class RoutingRound:
-    """One round: each kind's claims (two turns merged) and the keys its claim examines after the round."""
-
-    results: dict[str, Claims]
-    keys: dict[str, float]
-
-    @property
-    def ratio(self) -> float:
-        return ratio(self.results[TAGGED].claims_per_second, self.results[UNTAGGED].claims_per_second)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kinds": {kind: {**result.to_json(), "keys_examined_per_claim": round(self.keys[kind], 2)}
-                          for kind, result in self.results.items()}, "ratio": round(self.ratio, 3)}
 
 
 @dataclass(frozen=True)
@@ -112,25 +84,18 @@ class CallbackClaim:
         return float("inf") if self.claimed_at is None else (self.claimed_at - self.due).total_seconds()
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "due": self.due.isoformat(), "delay_seconds": round(self.delay_seconds, 3),
-                "claimed_at": None if self.claimed_at is None else self.claimed_at.isoformat()}
+        return {**asdict(self), "delay_seconds": round(self.delay_seconds, 3)}
 
 
 @dataclass
-class CampaignsResults:
-    config: CampaignsConfig
-    rounds: list[RoutingRound] = field(default_factory=list)
+class CampaignsResults(Rounds):
+    config: CampaignsConfig = field(default_factory=CampaignsConfig)
+    keys: list[dict[str, float]] = field(default_factory=list)  # per round: keys a claim examines, by kind
     callbacks: list[CallbackClaim] = field(default_factory=list)
     checks: list[IntegrityReport] = field(default_factory=list)
 
-    def routing_ratio(self) -> float:
-        return median([result.ratio for result in self.rounds])
-
-    def median_rate(self, kind: str) -> float:
-        return median([result.results[kind].claims_per_second for result in self.rounds])
-
     def median_keys(self, kind: str) -> float:
-        return median([result.keys[kind] for result in self.rounds])
+        return median([keys[kind] for keys in self.keys])
 
     def delays(self) -> list[float]:
         return [claim.delay_seconds for claim in self.callbacks]
@@ -140,32 +105,30 @@ class CampaignsResults:
 
     def to_json(self) -> dict[str, Any]:
         delays = [delay for delay in self.delays() if delay != float("inf")]
-        return {"routing_rounds": [result.to_json() for result in self.rounds],
-                "routing_round_ratios": [round(result.ratio, 3) for result in self.rounds],
-                "routing_median_claims_per_second": {kind: round(self.median_rate(kind), 1) for kind in (UNTAGGED, TAGGED)},
+        return {"routing_rounds": super().to_json(), "keys_examined_per_claim_by_round": self.keys,
+                "routing_round_ratios": [round(value, 3) for value in self.ratios(TAGGED, UNTAGGED)],
+                "routing_median_claims_per_second": {kind: round(self.rate(kind), 1) for kind in (UNTAGGED, TAGGED)},
                 "keys_examined_per_claim": {kind: self.median_keys(kind) for kind in (UNTAGGED, TAGGED)},
                 "callbacks": [claim.to_json() for claim in self.callbacks],
-                "callback_delay_seconds": {"p50": round(percentile(delays, 0.5), 3), "max": round(max(delays, default=float("nan")), 3),
+                "callback_delay_seconds": {"p50": round(percentile(delays, 0.5), 3),
+                                           "max": round(max(delays, default=float("nan")), 3),
                                            "claimed": len(delays), "early": self.early()}}
 
 
 class CampaignsPart(Part):
     name = "campaigns"
     description = "claims/s with 5 routing tags vs none; a personal callback's due moment to its claim"
-
-    def config(self, options: RunOptions) -> CampaignsConfig:
-        config = CampaignsConfig(mode=options.engine_mode, workers=options.workers)
-        return replace(config, rounds=2) if options.quick else config
+    sizes, quick = CampaignsConfig, {"rounds": 2}
 
     def run(self, config: CampaignsConfig, harness: Harness) -> CampaignsResults:
-        results = CampaignsResults(config)
+        results = CampaignsResults(config=config)
         _routing(harness, config, results)
         _callbacks(harness, config, results)
         delays = [delay for delay in results.delays() if delay != float("inf")]
-        harness.say(f"  median claims/s: untagged {results.median_rate(UNTAGGED):.1f}, tagged "
-                    f"{results.median_rate(TAGGED):.1f}; per-round ratio tagged / untagged: median "
-                    f"{results.routing_ratio():.2f}; keys examined per claim {results.median_keys(UNTAGGED):.1f} vs "
-                    f"{results.median_keys(TAGGED):.1f}\n  callback due -> claimed: p50 {percentile(delays, 0.5):.2f}s, "
+        harness.say(f"  median claims/s: untagged {results.rate(UNTAGGED):.1f}, tagged {results.rate(TAGGED):.1f}; "
+                    f"per-round ratio tagged / untagged: median {results.ratio(TAGGED, UNTAGGED):.2f}; keys examined "
+                    f"per claim {results.median_keys(UNTAGGED):.1f} vs {results.median_keys(TAGGED):.1f}\n  callback "
+                    f"due -> claimed: p50 {percentile(delays, 0.5):.2f}s, "
                     f"max {max(delays, default=float('nan')):.2f}s; {len(delays)} of {len(results.callbacks)} claimed, "
                     f"{results.early()} before due, {sum(claim.presses for claim in results.callbacks)} presses")
         return results
@@ -178,18 +141,17 @@ class CampaignsPart(Part):
                             + ([f"{unclaimed} never claimed"] if unclaimed else [])) or None
         return [Target(f"{config.tags} routing tags (presses with {config.min_skills}-{config.max_skills} skills) vs "
                        f"no tags, {config.students:,} students, claims/s (median of per-round ratios)",
-                       results.routing_ratio(), 0.8, samples=len(results.rounds)),
+                       results.ratio(TAGGED, UNTAGGED), 0.8, samples=len(results.rounds)),
                 Target(f"callback due -> claimed through Celery, longest of {len(results.callbacks)} (promote_due "
                        f"every {config.promote_interval_seconds:g}s)", max(delays, default=float("nan")),
                        config.promote_interval_seconds + 1.0, at_least=False, unit="s", samples=len(delays),
                        problem=problem)]
 
     def observations(self, results: CampaignsResults) -> list[tuple[str, float]]:
-        cpu = [ratio(result.results[TAGGED].cpu_per_claim(), result.results[UNTAGGED].cpu_per_claim())
-               for result in results.rounds]
         return [("routing tags: keys examined per claim, tagged / untagged",
                  ratio(results.median_keys(TAGGED), results.median_keys(UNTAGGED))),
-                ("routing tags: CPU per claim, tagged / untagged (median of per-round ratios)", median(cpu))]
+                ("routing tags: CPU per claim, tagged / untagged (median of per-round ratios)",
+                 results.cpu_ratio(TAGGED, UNTAGGED))]
 
 
 # -- routing tags -------------------------------------------------------------------
@@ -200,7 +162,7 @@ def _routing(harness: Harness, config: CampaignsConfig, results: CampaignsResult
                 f"{config.clients} desks x {config.assistants_per_desk} assistants (tagged: {config.min_skills}-"
                 f"{config.max_skills} skills each); {config.turn_claims} claims per turn, {config.rounds} rounds")
     database, checks = harness.mongo[ROUTING_DB], {UNTAGGED: [], TAGGED: []}
-    with harness.desks(config.clients, config.mode) as pool:
+    with harness.desks(config.clients) as pool:
         meter = harness.servers.cpu_meter(None, pool.pids)
         for number in range(config.rounds):
             sessions = {UNTAGGED: f"untagged-{number}", TAGGED: f"tagged-{number}"}
@@ -211,23 +173,19 @@ def _routing(harness: Harness, config: CampaignsConfig, results: CampaignsResult
             settle(database)
             rng = random.Random(number)
             seats = {kind: _seats(config, kind, session_id, rng) for kind, session_id in sessions.items()}
-            order = [UNTAGGED, TAGGED] if number % 2 == 0 else [TAGGED, UNTAGGED]
-            turns: dict[str, list[Claims]] = {kind: [] for kind in order}
-            for turn, kind in enumerate(order + order[::-1]):
-                label = f"route-r{number}-t{turn}"
-                jobs = claim_jobs(harness.servers.mongo.url, ROUTING_DB, seats[kind], config.clients, label,
-                                  config.turn_claims, ends=True)
-                turns[kind].append(measure(pool, jobs, f"{kind}-r{number}-t{turn}", database, meter))
-            merged = {kind: merge(f"{kind}-r{number}", parts) for kind, parts in turns.items()}
-            for kind, result in merged.items():
+            results.rounds.append(abba(pool, database, meter, (UNTAGGED, TAGGED), number, lambda kind, label:
+                                       claim_jobs(harness.servers.mongo.url, ROUTING_DB, seats[kind], config.clients,
+                                                  label, config.turn_claims, ends=True)))
+            for kind, result in results.rounds[-1].items():
                 checks[kind].append(check(kind, database, result.answers, ENDED))
-            keys = {kind: sum(explain_claim(database, sessions[kind], skills)["keys_examined"]
-                              for _session, _assistant, skills in seats[kind]) / len(seats[kind]) for kind in merged}
-            results.rounds.append(RoutingRound(merged, keys))
-            harness.say("  round {}: {}; ratio {:.2f}".format(number, "; ".join(
-                f"{kind} {run.claims_per_second:6.1f} claims/s ({run.cpu_per_claim():.2f} ms CPU, {keys[kind]:.1f} keys "
-                f"examined, {run.per_claim(run.skipped_entries):.0f} skipped)"
-                for kind, run in sorted(merged.items(), reverse=True)), results.rounds[-1].ratio))
+            results.keys.append({kind: sum(explain_claim(database, sessions[kind], skills)["keys_examined"]
+                                           for _session, _assistant, skills in seats[kind]) / len(seats[kind])
+                                 for kind in sessions})
+            harness.say(f"  round {number}: " + "; ".join(
+                f"{kind} {run.claims_per_second:6.1f} claims/s ({run.cpu_per_claim():.2f} ms CPU, "
+                f"{results.keys[-1][kind]:.1f} keys examined, {run.per_claim(run.skipped_entries):.0f} skipped)"
+                for kind, run in sorted(results.rounds[-1].items(), reverse=True))
+                + f"; ratio {results.ratios(TAGGED, UNTAGGED)[-1]:.2f}")
     harness.mongo.drop_database(ROUTING_DB)
     results.checks += [combine(f"routing, {kind} ({len(reports)} rounds)", reports) for kind, reports in checks.items()]
 
@@ -260,7 +218,7 @@ def _callbacks(harness: Harness, config: CampaignsConfig, results: CampaignsResu
     database = harness.mongo[servers.settings.mongo_db]
     fresh(database, {CALLBACK_SESSION: config.callbacks})
     with contextlib.ExitStack() as stack:
-        stack.enter_context(servers.worker(config.workers, extra_env=extra))
+        stack.enter_context(servers.worker(harness.options.workers, extra_env=extra))
         beat = CeleryBeat(servers.workdir, servers.env_with(extra))
         stack.callback(beat.stop)
         offset = beat.process.log_path.stat().st_size if beat.process.log_path.exists() else 0
@@ -299,23 +257,13 @@ def _schedule(clients: list[AssignmentClient], config: CampaignsConfig) -> tuple
 def _poll_all(clients: list[AssignmentClient], scheduled: list[tuple[Any, ...]],
               config: CampaignsConfig) -> list[tuple[CallbackClaim, Answer | None]]:
     """One thread per callback, pressing around its due moment; their claims in schedule order."""
-    polled: list[Any] = [None] * len(scheduled)
-    errors: dict[int, str] = {}
-
-    def poll(index: int) -> None:
-        try:
-            polled[index] = _poll(clients[index], *scheduled[index], config)
-        except Exception as exc:  # noqa: BLE001 - reported below, with the poller it stopped
-            errors[index] = f"{type(exc).__name__}: {exc}"
-
-    threads = [threading.Thread(target=poll, args=(index,), daemon=True) for index in range(len(scheduled))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(len(scheduled)) as threads:
+        polls = [threads.submit(_poll, client, *due, config) for client, due in zip(clients, scheduled)]
+    errors = [f"callback poller {index}: {type(poll.exception()).__name__}: {poll.exception()}"
+              for index, poll in enumerate(polls) if poll.exception()]
     if errors:
-        raise BenchError("; ".join(f"callback poller {index}: {message}" for index, message in sorted(errors.items())))
-    return polled
+        raise BenchError("; ".join(errors))
+    return [poll.result() for poll in polls]
 
 
 def _poll(client: AssignmentClient, student_id: str, assistant: str, due: datetime,
@@ -339,7 +287,6 @@ def _poll(client: AssignmentClient, student_id: str, assistant: str, due: dateti
 
 
 def _press(client: AssignmentClient, assistant: str, request_id: str) -> dict[str, Any]:
-    """"Get Next" through Celery: the task's answer."""
     return client.call(ASSIGN_TASK, call_session_id=CALLBACK_SESSION, assistant_id=assistant, request_id=request_id)
 
 

@@ -1,26 +1,22 @@
 """Through Celery: the no-op, the claim-only probe and ``assign_next_student`` on the same worker.
 
-64 closed-loop callers (``bench.harness.calls``) call each task in windows
-that take turns (noop, probe, assign, assign, probe, noop, ...) after a
-warm-up. The no-op (``bench.noop``) is the Celery round trip alone; the
-probe (``bench.claim_only``) is the store's one claim and nothing else, the
-best any claim through Celery could do here. A window counts only
-``assigned`` answers of the claiming tasks (``noop`` of the no-op): any other
-answer stops the part.
+64 closed-loop callers call each task in windows that take turns (noop,
+probe, assign, assign, probe, noop, ...) after a warm-up. The no-op is the
+Celery round trip alone; the probe is the store's one claim and nothing
+else, the best any claim through Celery could do here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness.calls import ASSIGN_TASK, CallResult, combine, measure_calls
+from bench.harness.callers import ASSIGN_TASK, CallResult, combine, measure_calls
+from bench.harness.claims import fresh, seed_session, settle
 from bench.harness.core import Harness, Panel, Part, RunOptions
-from bench.harness.data import fresh, seed_session, settle
+from bench.harness.desks import PROCESSES
 from bench.harness.integrity import HOLDING, IntegrityReport, check
-from bench.harness.servers import WorkerOptions
-from bench.harness.stats import latency_summary, percentile, ratio
-from bench.harness.targets import Target
+from bench.harness.targets import Target, latency_summary, percentile, ratio
 from bench.tasks import CLAIM_ONLY_TASK, NOOP_TASK
 
 TASKS = (NOOP_TASK, CLAIM_ONLY_TASK, ASSIGN_TASK)
@@ -36,7 +32,6 @@ class CeleryConfig:
     seconds: float = 4.0
     pairs: int = 4
     warmup_seconds: float = 2.0
-    workers: WorkerOptions = field(default_factory=WorkerOptions)
 
 
 @dataclass
@@ -61,13 +56,13 @@ class CeleryResults:
 class CeleryPart(Part):
     name = "celery"
     description = "no-op, claim-only probe and assign_next_student through Celery, 64 closed-loop callers"
+    sizes, quick = CeleryConfig, {"seconds": 3.0, "pairs": 1, "warmup_seconds": 1.0}
 
-    def config(self, options: RunOptions) -> CeleryConfig:
-        config = CeleryConfig(workers=options.workers, caller_processes=options.caller_processes or 4)
-        return replace(config, seconds=3.0, pairs=1, warmup_seconds=1.0) if options.quick else config
+    def config(self, options: RunOptions, **chosen: Any) -> CeleryConfig:
+        return super().config(options, caller_processes=options.caller_processes or 4)
 
     def run(self, config: CeleryConfig, harness: Harness) -> CeleryResults:
-        options = config.workers
+        options = harness.options.workers
         harness.say(f"  {config.callers} callers over {config.caller_processes} processes; worker pool "
                     f"{options.pool} x{options.concurrency}, prefetch multiplier "
                     f"{options.prefetch_multiplier or 'from settings'}; {config.pairs} x {config.seconds:g}s "
@@ -75,18 +70,14 @@ class CeleryPart(Part):
         return measure_windows(harness, config)
 
     def targets(self, results: CeleryResults) -> list[Target]:
-        noop, probe, assign = (results.total(task) for task in TASKS)
-        if noop is None or probe is None or assign is None:
-            return []
+        noop, probe, assign = (combine(results.windows[task]) for task in TASKS)
         return [Target("Celery throughput, assign_next_student vs the claim-only probe (what the task adds)",
                        ratio(assign.per_second, probe.per_second), 0.95, samples=min(assign.calls, probe.calls)),
                 Target("Celery p99 latency, assign_next_student vs no-op", ratio(_p99(assign), _p99(noop)), 1.5,
                        at_least=False, samples=min(assign.calls, noop.calls))]
 
     def observations(self, results: CeleryResults) -> list[tuple[str, float]]:
-        noop, probe, assign = (results.total(task) for task in TASKS)
-        if noop is None or probe is None or assign is None:
-            return []
+        noop, probe, assign = (combine(results.windows[task]) for task in TASKS)
         return [("Celery throughput, assign_next_student vs no-op (retired target, was >= 0.9x: the claim's own "
                  "MongoDB round trip does not fit in 10% of a no-op round trip on 2 shared cores)",
                  ratio(assign.per_second, noop.per_second)),
@@ -108,7 +99,7 @@ def measure_windows(harness: Harness, config: CeleryConfig, tasks: tuple[str, ..
         seed_session(database, SESSIONS[CLAIM_ONLY_TASK], config.students)
         settle(database)
     answers: dict[str, list[Any]] = {task: [] for task in tasks}
-    with harness.process_desks(config.caller_processes) as pool, servers.worker(config.workers) as worker:
+    with harness.desks(config.caller_processes, PROCESSES) as pool, servers.worker(harness.options.workers) as worker:
         meter = servers.cpu_meter(worker, pool.pids)
         windows = [(task, config.warmup_seconds, f"warm-{task}", None) for task in tasks]
         windows += [(task, config.seconds, f"{task}-w{pair}", meter) for pair in range(config.pairs)
@@ -137,7 +128,6 @@ def _cpu(result: CallResult) -> float:
 
 
 def _draw(axes: Any, results: CeleryResults) -> None:
-    """p50/p95/p99 round trips of each task, with its throughput in the legend."""
     names = ["p50_ms", "p95_ms", "p99_ms"]
     totals = [(task, total) for task in TASKS if (total := results.total(task)) is not None]
     width = 0.8 / max(len(totals), 1)
@@ -148,8 +138,7 @@ def _draw(axes: Any, results: CeleryResults) -> None:
                         label=f"{task} ({total.per_second:.0f}/s)")
         axes.bar_label(bars, fmt="%.0f", fontsize=8)
     axes.set_xticks(range(len(names)), ["p50", "p95", "p99"])
-    axes.set_ylabel("round trip, ms")
-    axes.set_title(f"Through Celery, {totals[0][1].callers if totals else 0} concurrent callers")
+    axes.set(ylabel="round trip, ms", title=f"Through Celery, {totals[0][1].callers if totals else 0} callers")
     axes.legend()
 
 

@@ -1,23 +1,19 @@
 """The claim engine without Celery: 1, 8 and 32 clients racing on one session, against the seed-style query.
 
-Each client (a desk, with its own ``MongoClient``) calls
-``AssignmentStore.assign_next`` in a loop for a fresh assistant each time,
-on fresh identical data for every measurement; ours is repeated and
-interleaved, the seed-style query (``bench.harness.data``) runs once per
-client count in its own database with only its own index.
+Fresh identical data for every measurement; ours repeated and interleaved,
+the seed-style query (``bench.harness.data``) once per client count, in its
+own database with only its own index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from bench.harness.claims import OURS, SEED_STYLE, Claims, claim_jobs, measure
-from bench.harness.core import Harness, Panel, Part, RunOptions
-from bench.harness.data import fresh
+from bench.harness.claims import OURS, SEED_STYLE, Claims, claim_jobs, fresh, measure
+from bench.harness.core import Harness, Panel, Part
 from bench.harness.integrity import HOLDING, check
-from bench.harness.stats import median, percentile, ratio
-from bench.harness.targets import Target
+from bench.harness.targets import Target, median, percentile, ratio
 
 DATABASES = {OURS: "bench_engine", SEED_STYLE: "bench_seed_style"}
 SESSION = "engine-session"
@@ -30,7 +26,6 @@ class EngineConfig:
     seconds: float = 3.0
     repeats: int = 3
     seed_style_seconds: float = 8.0
-    mode: str = "threads"
 
 
 @dataclass
@@ -45,26 +40,23 @@ class EngineResults:
     def to_json(self) -> dict[str, Any]:
         return {"runs": {kind: {str(clients): [run.to_json() for run in runs] for clients, runs in by_clients.items()}
                          for kind, by_clients in self.runs.items()},
-                "median_claims_per_second": {kind: {str(clients): round(self.rate(kind, clients), 1)
-                                                    for clients in by_clients} for kind, by_clients in self.runs.items()}}
+                "median_claims_per_second": {kind: {str(clients): round(self.rate(kind, clients), 1) for clients in
+                                                    by_clients} for kind, by_clients in self.runs.items()}}
 
 
 class EnginePart(Part):
     name = "engine"
     description = "claims/s by racing clients without Celery, ours against the seed-style query"
-
-    def config(self, options: RunOptions) -> EngineConfig:
-        config = EngineConfig(mode=options.engine_mode)
-        return replace(config, seconds=1.5, repeats=1, seed_style_seconds=3.0) if options.quick else config
+    sizes, quick = EngineConfig, {"seconds": 1.5, "repeats": 1, "seed_style_seconds": 3.0}
 
     def run(self, config: EngineConfig, harness: Harness) -> EngineResults:
-        harness.say(f"  {config.students:,} students, clients {list(config.clients)} as {config.mode}, "
+        harness.say(f"  {config.students:,} students, clients {list(config.clients)} as {harness.options.engine_mode}, "
                     f"{config.repeats} repeat(s)")
         results = EngineResults({}, [])
         runs = [(OURS, clients, f"ours-r{repeat}-c{clients}") for repeat in range(config.repeats)
                 for clients in config.clients]
         runs += [(SEED_STYLE, clients, f"seed-c{clients}") for clients in config.clients]
-        with harness.desks(max(config.clients), config.mode) as pool:
+        with harness.desks(max(config.clients)) as pool:
             meter = harness.servers.cpu_meter(None, pool.pids)
             for kind, clients, label in runs:
                 database = harness.mongo[DATABASES[kind]]
@@ -85,15 +77,14 @@ class EnginePart(Part):
         samples = min((run.claims for runs in results.runs.get(OURS, {}).values() for run in runs), default=0)
         return [Target("engine, 8 clients vs seed-style query, 8 clients",
                        ratio(results.rate(OURS, 8), results.rate(SEED_STYLE, 8)), 10.0, samples=samples),
-                Target("engine, 8 clients vs its own single client", ratio(results.rate(OURS, 8), results.rate(OURS, 1)),
-                       1.0, samples=samples)]
+                Target("engine, 8 clients vs its own single client",
+                       ratio(results.rate(OURS, 8), results.rate(OURS, 1)), 1.0, samples=samples)]
 
     def panels(self, results: EngineResults) -> list[Panel]:
         return [lambda axes: _draw(axes, results)]
 
 
 def _draw(axes: Any, results: EngineResults) -> None:
-    """Claims/s by number of clients, ours against the seed-style query, log scale."""
     for kind, label, marker in ((OURS, "ours (claim index)", "o"), (SEED_STYLE, "seed-style query", "s")):
         clients = sorted(results.runs.get(kind, {}))
         rates = [max(results.rate(kind, count), 0.01) for count in clients]
@@ -102,10 +93,8 @@ def _draw(axes: Any, results: EngineResults) -> None:
             axes.annotate(f"{rate:.0f}" if rate >= 10 else f"{rate:.2f}", (count, rate), textcoords="offset points",
                           xytext=(0, 6), ha="center", fontsize=8)
     axes.set_xscale("log", base=2)
-    axes.set_yscale("log")
-    axes.set_xlabel("racing clients (no Celery)")
-    axes.set_ylabel("claims per second (log)")
-    axes.set_title("Claim engine, 20,000-student session")
+    axes.set(yscale="log", xlabel="racing clients (no Celery)", ylabel="claims per second (log)",
+             title="Claim engine, 20,000-student session")
     axes.legend()
 
 

@@ -1,16 +1,11 @@
 """How long "Get Next" waits through each kind of failover (not in the default run: ``--part failover``).
 
-Each event runs a ``devstack.failover`` scenario on a fresh call session of a
-3-member replica set while 32 callers (two processes of 16 threads, producer
-clients with an 8 s timeout) work through it; then one of two worker hosts
-is cut off from the primary for 15 s (``devstack.partition``, where network
-namespaces are available). For each event: the longest press that began
-from 2 s before the fault until it was over, the run's p99, how long the set
-had no primary, the task retries the failover cost (``failover_retry``), the
-presses that outlasted the client's timeout and were resent, and the
-elections held. A longest press counts only when presses began inside the
-fault window and the callers were still working when the fault ended, as in
-``tests/integration/test_failover.py``; every run is audited like the tests.
+Each event is a ``devstack.failover`` scenario on a 3-member replica set while
+32 callers (client timeout 8 s) work through a fresh session; then a worker
+host is cut off from the primary for 15 s (``devstack.partition``). The
+target is the longest press begun from 2 s before the fault until it was
+over; it stands only when presses began in that window and the callers were
+still at work when the fault ended, as in ``tests/integration/test_failover.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +20,11 @@ from typing import Any
 from bench.harness.core import Harness, Part, RunOptions
 from bench.harness.integrity import COMPLETED, DRAINED, Answer, IntegrityReport, from_audit
 from bench.harness.targets import Target
-from devstack.failover import FailoverRun, FailoverStack, FaultWindow, Scenario, Timeline, freeze, kill_and_restart
-from devstack.failover import LEAD_IN_SECONDS, run_scenario, step_downs
 from devstack.assistants import Behaviour
+from devstack.failover import (
+    LEAD_IN_SECONDS, FailoverRun, FailoverStack, FaultWindow, Scenario, Timeline, freeze, kill_and_restart,
+    run_scenario, step_downs,
+)
 from devstack.netns import TestHosts, available
 from devstack.partition import PartitionStack
 from devstack.replicaset import ReplicaSet
@@ -42,8 +39,7 @@ CUT_SECONDS = 15.0
 @dataclass(frozen=True)
 class FailoverConfig:
     election_timeouts_ms: tuple[int, ...] = (10_000,)
-    replica_set_events: bool = True
-    partition: bool = True
+    events: str = "all"  # or only "replica-set" or "partition"
 
 
 @dataclass(frozen=True)
@@ -65,9 +61,10 @@ class EventResult:
     callers_not_done: int
 
     def target(self) -> Target:
-        problems = ([] if self.callers_outlived_fault else ["the callers had finished before the fault ended"]) + \
-            ([f"{self.caller_errors} caller errors"] if self.caller_errors else []) + \
-            ([f"{self.callers_not_done} callers never saw the session exhausted"] if self.callers_not_done else [])
+        problems = [problem for problem, found in (
+            ("the callers had finished before the fault ended", not self.callers_outlived_fault),
+            (f"{self.caller_errors} caller errors", self.caller_errors),
+            (f"{self.callers_not_done} callers never saw the session exhausted", self.callers_not_done)) if found]
         return Target(f"{self.event}, election timeout {self.election_timeout_ms / 1000:g}s: longest press around "
                       f"the fault", self.longest_press_seconds, self.target_seconds, at_least=False, unit="s",
                       samples=self.presses_in_window, problem="; ".join(problems) or None)
@@ -94,14 +91,13 @@ class FailoverPart(Part):
     description = "presses through replica-set failovers and a worker host cut off from the primary"
     default = False
 
-    def config(self, options: RunOptions) -> FailoverConfig:
-        return FailoverConfig(options.election_timeouts_ms, options.failover_part != "partition",
-                              options.failover_part != "replica-set")
+    def config(self, options: RunOptions, **chosen: Any) -> FailoverConfig:
+        return FailoverConfig(options.election_timeouts_ms, options.failover_part)
 
     def run(self, config: FailoverConfig, harness: Harness) -> FailoverResults:
         results = FailoverResults()
         base_env = {**os.environ, "CALLQUEUE_CLIENT_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT_SECONDS)}
-        for election_ms in config.election_timeouts_ms if config.replica_set_events else ():
+        for election_ms in config.election_timeouts_ms if config.events != "partition" else ():
             election = election_ms / 1000
             events = [("planned step-down", step_downs([False]), 2.0, STUDENTS),
                       ("forced step-down", step_downs([True]), election + 3.0, STUDENTS),
@@ -111,7 +107,7 @@ class FailoverPart(Part):
                     FailoverStack(Path(workdir), base_env, election_timeout_ms=election_ms) as stack:
                 for name, scenario, target, students in events:
                     _measure(stack, stack.replica_set, name, scenario, target, students, election_ms, results, harness)
-        if config.partition:
+        if config.events != "replica-set":
             ok, why = available()
             if not ok:
                 harness.say(f"  worker host cut off: not measured ({why})")
@@ -151,7 +147,7 @@ def _measure(stack: Any, replica_set: ReplicaSet, name: str, scenario: Scenario,
                                     behaviour=Behaviour(call_seconds=0.02, timeout_seconds=CLIENT_TIMEOUT_SECONDS))
     window = run.windows[0]
     end = max(window.ended_at or 0.0, window.primary_again_at or 0.0, window.began_at)
-    in_window = sum(1 for log in run.logs for started in log.press_started_at if window.began_at - 2.0 <= started <= end)
+    in_window = sum(window.began_at - 2.0 <= started <= end for log in run.logs for started in log.press_started_at)
     event = EventResult(
         name, election_ms, round(run.longest_press_around(window), 3), round(run.percentile(0.99), 3),
         round((window.primary_again_at or window.began_at) - window.began_at, 3), _failover_retries(broker) - before,

@@ -1,29 +1,24 @@
 """Many sessions at once: 200 open sessions of 5 assistants against one session of the same 1,000.
 
-A press is what an assistant does all day: "Get Next" as the task runs it
-(the worker's per-process open-session cache, then ``assign_next``), then the
-completion. Across many sessions a worker process meets a session it has not
-seen within the cache's lifetime on almost every press, so a per-session
-cost (reading the session) shows here while one busy session hides it. Every
-round reseeds all sessions and lets the two kinds take turns A-B-B-A; in a
-turn every assistant presses once, so each desk (a worker process, with a
-fresh cache) meets each of its many sessions once. The session reads, the
-deleted index keys stepped over and the CPU per claim are reported with
-every rate.
+A press is "Get Next" as the task runs it (the worker's open-session cache,
+then ``assign_next``) and the completion. Across many sessions a worker
+process rarely meets a session again within the cache's lifetime, so a
+per-session cost (reading the session) shows here while one busy session
+hides it. Every round reseeds all sessions; in a turn every assistant
+presses once, each desk standing for a worker process with a fresh cache.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness.claims import Claims, Seat, claim_jobs, measure, merge
-from bench.harness.core import Harness, Panel, Part, RunOptions
-from bench.harness.data import fresh
+from bench.harness.claims import Claims, Rounds, Seat, abba, claim_jobs, fresh
+from bench.harness.core import Harness, Panel, Part
 from bench.harness.integrity import ENDED, IntegrityReport, check, combine
-from bench.harness.stats import median, ratio
-from bench.harness.targets import Target
+from bench.harness.report import bars
+from bench.harness.targets import Target, ratio
 from config import Settings
 
 DATABASE = "bench_many_sessions"
@@ -44,7 +39,6 @@ class ManyConfig:
     students_per_session: int = 50
     rounds: int = 7
     cache_seconds: float = field(default_factory=cache_seconds)
-    mode: str = "threads"
 
     @property
     def assistants(self) -> int:
@@ -52,16 +46,9 @@ class ManyConfig:
 
 
 @dataclass
-class ManyResults:
-    config: ManyConfig
-    rounds: list[dict[str, Claims]] = field(default_factory=list)
+class ManyResults(Rounds):
+    config: ManyConfig = field(default_factory=ManyConfig)
     checks: list[IntegrityReport] = field(default_factory=list)
-
-    def ratios(self) -> list[float]:
-        return [ratio(turns[MANY].claims_per_second, turns[SINGLE].claims_per_second) for turns in self.rounds]
-
-    def rate(self, kind: str) -> float:
-        return median([turns[kind].claims_per_second for turns in self.rounds])
 
     def label(self, kind: str) -> str:
         config = self.config
@@ -69,19 +56,15 @@ class ManyResults:
                 else f"1 session x {config.assistants:,} assistants")
 
     def to_json(self) -> dict[str, Any]:
-        return {"session_cache_seconds": self.config.cache_seconds,
-                "rounds": [{kind: result.to_json() for kind, result in turns.items()} for turns in self.rounds],
+        return {"session_cache_seconds": self.config.cache_seconds, "rounds": super().to_json(),
                 "median_claims_per_second": {kind: round(self.rate(kind), 1) for kind in (MANY, SINGLE)},
-                "round_ratios": {MANY: [round(value, 3) for value in self.ratios()]}}
+                "round_ratios": {MANY: [round(value, 3) for value in self.ratios(MANY, SINGLE)]}}
 
 
 class ManySessionsPart(Part):
     name = "many-sessions"
     description = "claims/s pressing across 200 sessions of 5 assistants vs one session of 1,000"
-
-    def config(self, options: RunOptions) -> ManyConfig:
-        config = ManyConfig(mode=options.engine_mode)
-        return replace(config, rounds=3) if options.quick else config
+    sizes, quick = ManyConfig, {"rounds": 3}
 
     def run(self, config: ManyConfig, harness: Harness) -> ManyResults:
         harness.say(f"  {config.clients} desks, a press = Get Next (open-session cache {config.cache_seconds:g}s + "
@@ -90,68 +73,54 @@ class ManySessionsPart(Part):
         layouts: dict[str, list[Seat]] = {
             MANY: [(f"many-{index // per}", f"assistant-{index}", ()) for index in range(config.assistants)],
             SINGLE: [("single-session", f"assistant-{index}", ()) for index in range(config.assistants)]}
-        sessions = {kind: sorted({seat[0] for seat in seats}) for kind, seats in layouts.items()}
-        total = config.sessions * config.students_per_session
-        results, checks = ManyResults(config), {MANY: [], SINGLE: []}
+        total = config.sessions * config.students_per_session  # students in all the many, and in the single one
+        sessions = {f"many-{number}": total // config.sessions for number in range(config.sessions)}
+        sessions["single-session"] = total
+        results, checks = ManyResults(config=config), {MANY: [], SINGLE: []}
         database = harness.mongo[DATABASE]
-        with harness.desks(config.clients, config.mode) as pool:
+        with harness.desks(config.clients) as pool:
             meter = harness.servers.cpu_meter(None, pool.pids)
             for number in range(config.rounds):
-                fresh(database, {session: total // len(ids) for ids in sessions.values() for session in ids})
-                order = [MANY, SINGLE] if number % 2 == 0 else [SINGLE, MANY]
-                halves: dict[str, list[Claims]] = {kind: [] for kind in order}
-                for turn, kind in enumerate(order + order[::-1]):
-                    label = f"{kind}-r{number}-t{turn}"
-                    jobs = claim_jobs(harness.servers.mongo.url, DATABASE, layouts[kind], config.clients, label,
-                                      len(layouts[kind]), ends=True, cache_seconds=config.cache_seconds)
-                    halves[kind].append(measure(pool, jobs, label, database, meter))
-                turns = {kind: merge(f"{kind}-r{number}", halves[kind]) for kind in (MANY, SINGLE)}
-                results.rounds.append(turns)
-                for kind, result in turns.items():
+                fresh(database, sessions)
+                results.rounds.append(abba(pool, database, meter, (MANY, SINGLE), number, lambda kind, label:
+                                           claim_jobs(harness.servers.mongo.url, DATABASE, layouts[kind],
+                                                      config.clients, label, len(layouts[kind]), ends=True,
+                                                      cache_seconds=config.cache_seconds)))
+                for kind, result in results.rounds[-1].items():
                     checks[kind].append(check(kind, database, result.answers, ENDED))
-                harness.say(_round_line(number, turns))
-        database.client.drop_database(DATABASE)
+                harness.say(_round_line(number, results.rounds[-1]))
+        harness.mongo.drop_database(DATABASE)
         results.checks = [combine(f"{results.label(kind)} ({len(reports)} rounds)", reports)
                           for kind, reports in checks.items()]
-        harness.say(f"  median per-round ratio {MANY} / {SINGLE}: {median(results.ratios()):.2f} "
-                    f"({', '.join(f'{value:.2f}' for value in results.ratios())})")
+        harness.say(f"  median per-round ratio {MANY} / {SINGLE}: {results.ratio(MANY, SINGLE):.2f} "
+                    f"({', '.join(f'{value:.2f}' for value in results.ratios(MANY, SINGLE))})")
         return results
 
     def targets(self, results: ManyResults) -> list[Target]:
         config = results.config
         return [Target(f"{config.sessions} sessions x {config.assistants_per_session} assistants vs 1 session x "
                        f"{config.assistants:,} assistants, claims/s (median of per-round ratios)",
-                       median(results.ratios()), 0.9, samples=len(results.rounds))]
+                       results.ratio(MANY, SINGLE), 0.9, samples=len(results.rounds))]
 
     def observations(self, results: ManyResults) -> list[tuple[str, float]]:
-        cpu = [ratio(turns[MANY].cpu_per_claim(), turns[SINGLE].cpu_per_claim()) for turns in results.rounds]
         return [(f"CPU per claim, {results.config.sessions} sessions / 1 session (median of per-round ratios)",
-                 median(cpu))]
+                 results.cpu_ratio(MANY, SINGLE))]
 
     def panels(self, results: ManyResults) -> list[Panel]:
-        return [lambda axes: _draw(axes, results)]
+        return [bars(f"Many sessions vs one: {results.ratio(MANY, SINGLE):.2f}x (median per-round ratio)",
+                     "claims per second (claim + complete; median of rounds)",
+                     [results.label(kind).replace(" x ", "\nx ") for kind in (MANY, SINGLE)],
+                     [results.rate(kind) for kind in (MANY, SINGLE)],
+                     [[turns[kind].claims_per_second for turns in results.rounds] for kind in (MANY, SINGLE)])]
 
 
 def _round_line(number: int, turns: dict[str, Claims]) -> str:
-    """One round's rates, session reads, skipped keys and CPU per claim of each kind, and its ratio."""
     parts = [f"{kind} {result.claims_per_second:6.1f}/s ({result.per_claim(result.session_reads):.2f} session reads, "
-             f"{result.per_claim(result.skipped_entries):.0f} skipped keys, {result.cpu_per_claim():.2f} ms CPU per claim)"
+             f"{result.per_claim(result.skipped_entries):.0f} skipped keys, {result.cpu_per_claim():.2f} ms CPU "
+             f"per claim)"
              for kind, result in turns.items()]
     return (f"  round {number}: {'; '.join(parts)}; ratio "
             f"{ratio(turns[MANY].claims_per_second, turns[SINGLE].claims_per_second):.2f}")
-
-
-def _draw(axes: Any, results: ManyResults) -> None:
-    """Median claims/s of each kind as bars, every round's rate as dots."""
-    kinds = (MANY, SINGLE)
-    bars = axes.bar([results.label(kind).replace(" x ", "\nx ") for kind in kinds],
-                    [results.rate(kind) for kind in kinds], color=["tab:orange", "tab:blue"])
-    axes.bar_label(bars, fmt="%.0f")
-    for position, kind in enumerate(kinds):
-        rates = [turns[kind].claims_per_second for turns in results.rounds]
-        axes.plot([position] * len(rates), rates, "k.", alpha=0.6)
-    axes.set_ylabel("claims per second (claim + complete; median of rounds)")
-    axes.set_title(f"Many sessions vs one: {median(results.ratios()):.2f}x (median per-round ratio)")
 
 
 PART = ManySessionsPart()

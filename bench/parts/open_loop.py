@@ -1,35 +1,28 @@
-"""Open-loop latency of a "Get Next" press at fixed fractions of the no-op pair's capacity.
+"""Open-loop latency of a "Get Next" press (``bench.harness.callers``) at fractions of the no-op pair's capacity.
 
-Presses arrive as Poisson streams from several desk processes
-(``bench.harness.arrivals``); each press's latency runs from its scheduled
-arrival to the assign answer. The offered rates are fractions of the no-op
-pair's capacity: saturated no-op calls/s over two, from the Celery part of
-this run (or measured here first when that part did not run). At each rate
-the windows of the two kinds take turns (no-op, press, press, no-op, ...)
-and a turn's two windows replay the same arrivals, so drift in the machine's
-load and the luck of the draw cancel in the ratios. A window in which any
-press failed stops the part.
+The capacity is saturated no-op calls/s over two, from this run's Celery
+part (or measured first when it did not run). At each rate the two kinds'
+windows take turns (no-op, press, press, no-op, ...) and a turn's windows
+replay the same arrivals, so load drift and the luck of the draw cancel in
+the ratios. A window with a failed press stops the part.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness.arrivals import (
-    NOOP_PAIR, PRESS, PressJob, PressRecord, WindowResult, check_window, statuses, summaries, values,
+from bench.harness.callers import (
+    ASSIGN_TASK, NOOP_PAIR, PRESS, PressJob, PressRecord, WindowResult, check_window, statuses, summaries, values,
 )
-from bench.harness.calls import ASSIGN_TASK
+from bench.harness.claims import seed_session, settle
 from bench.harness.core import Harness, Panel, Part, RunOptions
 from bench.harness.cpu import CpuMeter
-from bench.harness.data import seed_session, settle
-from bench.harness.desks import DeskPool
+from bench.harness.desks import PROCESSES, DeskPool
 from bench.harness.integrity import ENDED, IntegrityReport, check
-from bench.harness.servers import WorkerOptions
-from bench.harness.stats import latency_summary, percentile, ratio
-from bench.harness.targets import Target
+from bench.harness.targets import Target, latency_summary, percentile, ratio
 from bench.parts.celery import CeleryConfig, measure_windows
 from bench.tasks import NOOP_TASK
 from workers.store import ensure_indexes
@@ -41,13 +34,8 @@ P99_BOUND = 1.5
 
 @dataclass(frozen=True)
 class OpenLoopConfig:
-    """``fractions`` of the no-op pair's capacity to offer (targets at ``target_fractions``).
-
-    Senders per desk must outnumber the presses a desk has in flight at once,
-    so an arrival always finds one idle (waits are counted when it does not).
-    ``press_task`` is the real press's first task (``bench.claim_only`` shows
-    what a bare claim costs).
-    """
+    """``fractions`` of the capacity to offer (targets at ``target_fractions``); senders per desk must
+    outnumber a desk's presses in flight; ``press_task``: ``bench.claim_only`` shows what a bare claim costs."""
 
     fractions: tuple[float, ...] = (0.1, 0.3, 0.5)
     target_fractions: tuple[float, ...] = (0.1, 0.3)
@@ -60,7 +48,6 @@ class OpenLoopConfig:
     outcome: str = "no_answer"
     client_timeout_seconds: float = 10.0
     press_task: str = ASSIGN_TASK
-    workers: WorkerOptions = field(default_factory=WorkerOptions)
 
 
 @dataclass
@@ -107,23 +94,13 @@ class OpenLoopResults:
                 "rates": [rate.to_json() for rate in self.rates]}
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """One offered rate, its session and how many students it needs."""
-
-    fraction: float
-    rate: float
-    session_id: str
-    students: int
-
-
 class OpenLoopPart(Part):
     name = "open-loop"
     description = "press latency under Poisson arrivals at 10/30/50% of the no-op pair's capacity"
+    sizes, quick = OpenLoopConfig, {"window_seconds": 2.0, "windows_per_kind": 2, "warmup_seconds": 1.0}
 
-    def config(self, options: RunOptions) -> OpenLoopConfig:
-        config = OpenLoopConfig(press_task=options.press_task, workers=options.workers)
-        return replace(config, window_seconds=2.0, windows_per_kind=2, warmup_seconds=1.0) if options.quick else config
+    def config(self, options: RunOptions, **chosen: Any) -> OpenLoopConfig:
+        return super().config(options, press_task=options.press_task)
 
     def run(self, config: OpenLoopConfig, harness: Harness) -> OpenLoopResults:
         capacity = _capacity(harness, config) / 2
@@ -135,22 +112,22 @@ class OpenLoopPart(Part):
             seed_session(database, plan.session_id, plan.students)
         ensure_indexes(database)
         settle(database)
-        harness.say(f"  {config.press_task} then complete at {', '.join(f'{p.fraction:.0%} = {p.rate:.1f}/s' for p in plans)}"
-                    f" of the no-op pair's capacity ({capacity:.1f} presses/s); {config.desks} desks x "
-                    f"{config.threads_per_desk} senders, {config.assistants} assistants; {config.windows_per_kind} x "
-                    f"{config.window_seconds:g}s windows per kind and rate (no-op, press, press, no-op, ...)")
+        rates = ", ".join(f"{plan.fraction:.0%} = {plan.offered_per_second:.1f}/s" for plan in plans)
+        harness.say(f"  {config.press_task} then complete at {rates} of the no-op pair's capacity ({capacity:.1f} "
+                    f"presses/s); {config.desks} desks x {config.threads_per_desk} senders, {config.assistants} "
+                    f"assistants; {config.windows_per_kind} x {config.window_seconds:g}s windows per kind and rate "
+                    f"(no-op, press, press, no-op, ...)")
         results = OpenLoopResults(config, capacity)
         environ, warm_answers = harness.servers.env_with(), []
-        with harness.servers.worker(config.workers) as worker, harness.process_desks(config.desks) as pool:
+        with harness.servers.worker(harness.options.workers) as worker, harness.desks(config.desks, PROCESSES) as pool:
             meter = harness.servers.cpu_meter(worker, pool.pids)
             for kind in (NOOP_PAIR, PRESS):
                 window = _window(pool, meter, environ, config, warmup, kind, config.warmup_seconds, "warm-up")
                 warm_answers += [record.answer for record in window.records if record.answer is not None]
-            for plan in plans:
-                rate = RateResult(plan.fraction, plan.rate, plan.session_id, plan.students)
+            for rate in plans:
                 for turn in range(config.windows_per_kind):
                     for kind in ((NOOP_PAIR, PRESS) if turn % 2 == 0 else (PRESS, NOOP_PAIR)):
-                        rate.windows[kind].append(_window(pool, meter, environ, config, plan, kind,
+                        rate.windows[kind].append(_window(pool, meter, environ, config, rate, kind,
                                                           config.window_seconds, f"turn{turn}"))
                 results.rates.append(rate)
                 for kind in (NOOP_PAIR, PRESS):
@@ -183,18 +160,19 @@ def _capacity(harness: Harness, config: OpenLoopConfig) -> float:
     if celery is not None:
         return celery.noop_capacity()
     harness.say("  (no Celery part in this run: measuring the no-op capacity first)")
-    return measure_windows(harness, CeleryConfig(seconds=3.0, pairs=1, warmup_seconds=1.0, workers=config.workers),
+    return measure_windows(harness, CeleryConfig(seconds=3.0, pairs=1, warmup_seconds=1.0),
                            (NOOP_TASK,)).noop_capacity()
 
 
-def _plans(config: OpenLoopConfig, capacity: float) -> tuple[list[_Plan], _Plan]:
+def _plans(config: OpenLoopConfig, capacity: float) -> tuple[list[RateResult], RateResult]:
     """A session per rate with students for every expected press and a wide margin; and the warm-up's."""
     tag = uuid.uuid4().hex[:6]
-    plans = [_Plan(fraction, fraction * capacity, f"openloop-{tag}-{round(fraction * 100)}",
-                   _students(fraction * capacity * config.window_seconds * config.windows_per_kind))
+    plans = [RateResult(fraction, fraction * capacity, f"openloop-{tag}-{round(fraction * 100)}",
+                        _students(fraction * capacity * config.window_seconds * config.windows_per_kind))
              for fraction in config.fractions]
-    top = max(plans, key=lambda plan: plan.rate)
-    return plans, _Plan(top.fraction, top.rate, f"openloop-{tag}-warm", _students(top.rate * config.warmup_seconds))
+    top = max(plans, key=lambda plan: plan.offered_per_second)
+    return plans, RateResult(top.fraction, top.offered_per_second, f"openloop-{tag}-warm",
+                             _students(top.offered_per_second * config.warmup_seconds))
 
 
 def _students(expected_presses: float) -> int:
@@ -202,17 +180,17 @@ def _students(expected_presses: float) -> int:
     return math.ceil(expected_presses + 6 * math.sqrt(expected_presses)) + 100
 
 
-def _window(pool: DeskPool, meter: CpuMeter, environ: dict[str, str], config: OpenLoopConfig, plan: _Plan,
+def _window(pool: DeskPool, meter: CpuMeter, environ: dict[str, str], config: OpenLoopConfig, plan: RateResult,
             kind: str, seconds: float, turn: str) -> WindowResult:
     """One window: every desk its share of the rate; done when every scheduled press is answered."""
     jobs = [PressJob(environ, kind, plan.session_id,
                      tuple(f"oa-{index:04d}" for index in range(desk, config.assistants, config.desks)),
-                     plan.rate / config.desks, seconds, f"openloop:{plan.fraction}:{turn}:{desk}",
+                     plan.offered_per_second / config.desks, seconds, f"openloop:{plan.fraction}:{turn}:{desk}",
                      config.threads_per_desk, config.client_timeout_seconds, config.outcome, config.press_task)
             for desk in range(config.desks)]
     measurement = pool.run(jobs, on_go=meter.start)
     records = [record for run in measurement.results for record in run.records]
-    window = WindowResult(kind, f"{kind}-{round(plan.fraction * 100)}-{turn}", plan.rate, seconds,
+    window = WindowResult(f"{kind}-{round(plan.fraction * 100)}-{turn}", plan.offered_per_second, seconds,
                           max(run.finished for run in measurement.results) - measurement.started, records,
                           meter.stop(len(records)))
     check_window(window)
@@ -220,15 +198,15 @@ def _window(pool: DeskPool, meter: CpuMeter, environ: dict[str, str], config: Op
 
 
 def _rate_line(result: RateResult, kind: str) -> str:
-    """Percentiles of one kind at one rate, generator lag and waits, statuses, machine load."""
     records, windows = result.records(kind), result.windows[kind]
     assign = latency_summary(values(records, "assign_ms"))
     complete = latency_summary(values(records, "complete_ms"))
     busy = [window.cpu.machine_busy_share for window in windows if window.cpu]
     compared = "" if kind == NOOP_PAIR else (f" = {result.latency_ratio(0.5):.2f}x / "
                                              f"{result.latency_ratio(0.99):.2f}x the no-op pair's p50 / p99")
-    return (f"  {result.fraction:>4.0%} {result.offered_per_second:6.1f}/s {LABELS[kind]:<17} {len(records):5d} presses "
-            f"({len(records) / sum(window.seconds for window in windows):.1f}/s): assign p50 {assign['p50_ms']:.1f} "
+    return (f"  {result.fraction:>4.0%} {result.offered_per_second:6.1f}/s {LABELS[kind]:<17} {len(records):5d} "
+            f"presses ({len(records) / sum(window.seconds for window in windows):.1f}/s): assign p50 "
+            f"{assign['p50_ms']:.1f} "
             f"p95 {assign['p95_ms']:.1f} p99 {assign['p99_ms']:.1f} max {assign['max_ms']:.1f} ms{compared}; "
             f"complete p50 {complete['p50_ms']:.1f} p99 {complete['p99_ms']:.1f} ms; generator lag p99 "
             f"{percentile(values(records, 'lag_ms'), 0.99):.1f} ms, waited for a sender "
@@ -237,17 +215,14 @@ def _rate_line(result: RateResult, kind: str) -> str:
 
 
 def _draw(axes: Any, results: OpenLoopResults) -> None:
-    """Press latency p50 (solid) and p99 (dashed) against offered load, no-op pair and real press."""
     loads = [rate.offered_per_second for rate in results.rates]
     for kind, color in ((NOOP_PAIR, "tab:gray"), (PRESS, "tab:blue")):
         for fraction, style in ((0.5, "-"), (0.99, "--")):
             axes.plot(loads, [rate.latency(kind, fraction) for rate in results.rates], linestyle=style, marker="o",
                       color=color, label=f"{LABELS[kind]}, p{round(fraction * 100)}")
     axes.set_xticks(loads, [f"{rate.offered_per_second:.1f}/s\n{rate.fraction:.0%}" for rate in results.rates])
-    axes.set_ylim(bottom=0)
-    axes.set_xlabel("offered presses/s (share of the no-op pair's capacity)")
-    axes.set_ylabel("scheduled arrival to assign answer, ms")
-    axes.set_title("Open loop: Poisson presses, assign then complete")
+    axes.set(ylim=(0, None), xlabel="offered presses/s (share of the no-op pair's capacity)",
+             ylabel="scheduled arrival to assign answer, ms", title="Open loop: Poisson presses, assign then complete")
     axes.legend(fontsize=8)
 
 

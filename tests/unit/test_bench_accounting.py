@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from bench.harness.arrivals import NOOP_PAIR, PRESS, PressRecord, WindowResult, check_window, values
-from bench.harness.calls import ASSIGN_TASK, CallRun, measure_calls
+from bench.harness.callers import (
+    ASSIGN_TASK, NOOP_PAIR, CallRun, PressRecord, WindowResult, check_window, measure_calls, values,
+)
 from bench.harness.desks import BenchError, Measurement
 from bench.harness.integrity import Answer, IntegrityReport, combine
 from bench.parts.campaigns import CampaignsConfig, _poll
@@ -67,11 +68,11 @@ def test_a_caller_records_what_is_not_a_fresh_claim_under_its_own_status(answer:
 # -- open loop: a failed press stops the part ---------------------------------------------------
 
 def press(assign: str, complete: str | None, assign_ms: float | None = 10.0) -> PressRecord:
-    return PressRecord(0.0, 1.0, assign_ms, assign_ms, None, None, assign, complete, False, False, None)
+    return PressRecord(1.0, assign_ms, assign_ms, None, None, assign, complete, False, False, None)
 
 
 def window(*records: PressRecord) -> WindowResult:
-    return WindowResult(PRESS, "assign_complete-10-turn0", 10.0, 2.0, 2.1, list(records))
+    return WindowResult("assign_complete-10-turn0", 10.0, 2.0, 2.1, list(records))
 
 
 def test_a_window_with_a_failed_press_is_no_measurement() -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 from pymongo.database import Database
 
-from bench.harness.claims import ClaimJob, measure
-from bench.harness.data import seed_session, seed_style_claim
+from bench.harness.claims import ClaimJob, measure, seed_session, seed_style_claim
 from bench.harness.desks import THREADS, BenchError, DeskPool
 from bench.harness.integrity import DRAINED, ENDED, HOLDING, Answer, check
 from bench.parts.drain import SESSION, DrainConfig, _tenth
@@ -86,15 +85,15 @@ def test_a_claim_finding_nobody_while_students_wait_stops_the_measurement(
 def test_a_drain_whose_claims_find_nobody_stops_instead_of_waiting_forever(
         engine_database: Database, mongo_server: object) -> None:
     seed_session(engine_database, SESSION, 5, routes=("tag-1",))
-    layouts = [((SESSION, "d0-a0", ()),)]
     with DeskPool(1, THREADS) as pool, pytest.raises(BenchError, match="no claim succeeded while 5 students"):
-        _tenth(pool, mongo_server.url, engine_database, layouts, [0], None, 0, DrainConfig(cache_seconds=1.0), None)
+        _tenth(pool, mongo_server.url, engine_database, [(SESSION, "d0-a0", ())], None, 0,
+               DrainConfig(clients=1, cache_seconds=1.0), None)
 
 
 def test_a_drain_tenth_claims_completes_and_releases(engine_database: Database, mongo_server: object) -> None:
     seed_session(engine_database, SESSION, 12)
     with DeskPool(2, THREADS) as pool:
-        result = _tenth(pool, mongo_server.url, engine_database, [((SESSION, "d0-a0", ()),), ((SESSION, "d1-a0", ()),)],
-                        [0, 0], None, 0, DrainConfig(release_every=4, cache_seconds=1.0), None)
+        result = _tenth(pool, mongo_server.url, engine_database, [(SESSION, "d0-a0", ()), (SESSION, "d1-a0", ())],
+                        None, 0, DrainConfig(clients=2, release_every=4, cache_seconds=1.0), None)
     assert result.releases >= 2 and result.claims == 12 + result.releases
     assert check("drain", engine_database, result.answers, DRAINED, [SESSION]).ok

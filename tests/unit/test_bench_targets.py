@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from bench.harness.stats import json_safe, latency_summary, median, percentile, ratio
-from bench.harness.targets import Target
+from bench.harness.targets import Target, json_safe, latency_summary, median, percentile, ratio
 
 
 def test_no_data_gives_no_figure() -> None:

@@ -65,9 +65,10 @@ class EventResult:
             ("the callers had finished before the fault ended", not self.callers_outlived_fault),
             (f"{self.caller_errors} caller errors", self.caller_errors),
             (f"{self.callers_not_done} callers never saw the session exhausted", self.callers_not_done)) if found]
-        return Target(f"{self.event}, election timeout {self.election_timeout_ms / 1000:g}s: longest press around "
-                      f"the fault", self.longest_press_seconds, self.target_seconds, at_least=False, unit="s",
-                      samples=self.presses_in_window, problem="; ".join(problems) or None)
+        election = f", election timeout {self.election_timeout_ms / 1000:g}s" if self.election_timeout_ms else ""
+        return Target(f"{self.event}{election}: longest press around the fault", self.longest_press_seconds,
+                      self.target_seconds, at_least=False, unit="s", samples=self.presses_in_window,
+                      problem="; ".join(problems) or None)
 
     def line(self) -> str:
         return (f"  {self.event:<26} election {self.election_timeout_ms / 1000:>4.1f}s  longest "

@@ -42,7 +42,6 @@ class WorkerOptions:
     concurrency: int = 2
     prefetch_multiplier: int | None = None
     loglevel: str | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     def argv(self) -> list[str]:
         """Extra worker arguments: always the benchmark's tasks, optionally another log level."""
@@ -50,9 +49,8 @@ class WorkerOptions:
 
     def env(self) -> dict[str, str]:
         """Environment overrides read by ``config.Settings`` in the worker."""
-        prefetch = {} if self.prefetch_multiplier is None else {"CALLQUEUE_WORKER_PREFETCH_MULTIPLIER": str(
-            self.prefetch_multiplier)}
-        return {**self.extra_env, **prefetch}
+        prefetch = self.prefetch_multiplier
+        return {} if prefetch is None else {"CALLQUEUE_WORKER_PREFETCH_MULTIPLIER": str(prefetch)}
 
 
 class BenchServers(Stack):

@@ -62,6 +62,8 @@ def test_the_part_stops_unless_the_hours_session_is_half_closed(
     with pytest.raises(BenchError, match="not what is to be measured"):
         require_waiting(engine_database, {PLAIN: "h", HOURS: "p"}, expected)  # the hours session has none waiting
     with pytest.raises(BenchError, match="not what is to be measured"):
+        require_waiting(engine_database, {PLAIN: "h", HOURS: "h"}, expected)  # the baseline has students waiting
+    with pytest.raises(BenchError, match="not what is to be measured"):
         require_waiting(engine_database, {PLAIN: "p", HOURS: "h"}, 4)  # nobody open
 
 

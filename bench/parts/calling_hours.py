@@ -121,7 +121,9 @@ class CallingHoursPart(Part):
                            for kind, reports in checks.items()]
         harness.say(f"  median claims/s: no hours {results.rate(PLAIN):.1f}, hours {results.rate(HOURS):.1f}; "
                     f"per-round ratio: median {results.ratio(HOURS, PLAIN):.2f}; keys examined per claim "
-                    f"{results.median_examined(PLAIN):.1f} vs {results.median_examined(HOURS):.1f}")
+                    f"{results.median_examined(PLAIN):.1f} vs {results.median_examined(HOURS):.1f}\n  audit: "
+                    f"{sum(report.claims_outside_hours for report in results.checks)} claims outside their student's "
+                    f"window; no student of the {len(results.closed)} closed zones claimed in any round")
         return results
 
     def targets(self, results: HoursResults) -> list[Target]:

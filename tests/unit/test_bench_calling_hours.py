@@ -73,9 +73,10 @@ def test_a_claim_of_a_closed_zone_student_stops_the_part(
     closed = sessions[1]
     for session_id in ("h", "p"):
         for number in range(2):
-            assert store.assign_next(store.open_session(session_id), f"{session_id}-a{number}", f"{session_id}-r{number}")
+            name = f"{session_id}-{number}"
+            assert store.assign_next(store.open_session(session_id), f"a{name}", f"r{name}")
     require_no_closed_claims(engine_database, "h", closed)  # both of its claims were open-zone students
-    assert store.assign_next(store.open_session("h"), "h-a2", "h-r2") is None  # its closed half waits
+    assert store.assign_next(store.open_session("h"), "ah-2", "rh-2") is None  # its closed half waits
     with pytest.raises(BenchError, match="1 students of zones outside their calling hours"):
         require_no_closed_claims(engine_database, "p", closed)  # no hours: position 1 is a closed zone's
 

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, TypeVar
 import pytest
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -48,7 +48,7 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
     while True:
         try:
             value = read()
-        except StaleElementReferenceException as exc:
+        except (StaleElementReferenceException, NoSuchElementException) as exc:
             value = exc  # type: ignore[assignment]
         else:
             if done(value):

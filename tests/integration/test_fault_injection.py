@@ -47,8 +47,11 @@ class FaultyStack(ServersStack):
                          StackOptions(assignment_concurrency=3, flower=False, beat=False))
 
     def kill_a_worker_child(self, rng: random.Random) -> int | None:
-        """SIGKILL one child of the assignment pool; its PID, or None when the pool had no child just then."""
-        children = self.stack.workers[0].child_pids()
+        """SIGKILL one live child of the assignment pool; its PID, or None when the pool had none just then.
+
+        A child killed earlier may still be listed until the pool reaps it: only living ones are chosen.
+        """
+        children = [pid for pid in self.stack.workers[0].child_pids() if pid_alive(pid)]
         if not children:
             return None
         victim = rng.choice(children)
@@ -63,11 +66,12 @@ def faulty(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str])
 
 
 def pid_alive(pid: int) -> bool:
+    """Running, not gone and not a zombie waiting to be reaped."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return True
 
 
 def inject_faults(faulty: FaultyStack, callers: threading.Thread, timeline: list[str], killed: list[int]) -> None:

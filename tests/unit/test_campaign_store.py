@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import datetime, timedelta
 
 import pytest
 from pymongo.database import Database
 
-from workers.exceptions import AlreadyCompleted
+from workers.exceptions import AlreadyCompleted, StaleToken
 from workers.models import Assignment, BatchItem, CallSession, Callback, RetryRule
 from workers.store import (
     CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes, plan_for, utcnow,
@@ -282,3 +283,17 @@ def test_presses_name_the_personal_lane_only_once_the_session_has_personal_callb
     item = BatchItem(0, "t", ids[0], "call_back_later", callback=Callback(utcnow() + timedelta(hours=1), "bob"))
     store.complete_batch([item], "job-1", default_grace_seconds=600)
     assert store.require_session("t").personal_callbacks
+
+
+def test_a_refused_completion_with_a_personal_callback_changes_nothing(store: AssignmentStore) -> None:
+    """The session is marked for personal callbacks only by a completion that landed."""
+    store.import_students("s", None, [NewStudent({"n": 0})])
+    now = utcnow()
+    held = claim(store, "s", "alice", "r1", now=now)
+    before = (store.sessions.find_one({"_id": "s"}), list(store.students.find({"call_session_id": "s"})))
+    stale = dataclasses.replace(held, assignment_token=held.assignment_token + 1)
+    with pytest.raises(StaleToken):
+        complete(store, stale, "call_back_later", Callback(now + timedelta(seconds=10), "alice"), now=now)
+    assert (store.sessions.find_one({"_id": "s"}), list(store.students.find({"call_session_id": "s"}))) == before
+    complete(store, held, "call_back_later", Callback(now + timedelta(seconds=10), "alice"), now=now)
+    assert store.sessions.find_one({"_id": "s"})["personal_callbacks"] is True

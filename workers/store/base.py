@@ -61,7 +61,7 @@ class StoreStage:
                 for document in self.sessions.find({"status": "open"}).limit(limit)]
 
     def note_personal_callbacks(self, session_ids: list[str]) -> None:
-        """Mark the sessions as having personal callbacks, before one is scheduled.
+        """Mark the sessions as having personal callbacks, once one was scheduled.
 
         From then on their presses also name their assistant's personal lane
         (``CallSession.personal_callbacks``); workers see the mark within

@@ -167,11 +167,11 @@ class ClaimStage(WindowStage):
         """
         plan = self.check_callback(session_id, student_id, plan)
         now_expr = clock(now)
-        if plan.marks_session:
+        document, landed = self.held_write("completed", session_id, student_id, assistant_id, token,
+                                           completion_update(plan, assistant_id, token, request_id, now_expr),
+                                           plan.outcome)
+        if landed and plan.marks_session:  # only a landed completion changes anything; presses see it in 1 s
             self.note_personal_callbacks([session_id])
-        document, _landed = self.held_write("completed", session_id, student_id, assistant_id, token,
-                                            completion_update(plan, assistant_id, token, request_id, now_expr),
-                                            plan.outcome)
         completion = Completion.from_entry(document, document["history"][-1])
         if not completion.final:
             self.settle_if_closed(session_id, now)  # the session closed meanwhile: no more attempts

@@ -9,7 +9,9 @@ Every request is safe to send again, and the client does so after a timeout
 or a broken connection: "Get Next" reuses the same ``request_id``, so a
 retried press never claims a second student. Each message also expires after
 the client's timeout, so a message delivered after the caller gave up is
-discarded instead of claiming a student nobody will call.
+discarded instead of claiming a student nobody will call. Once an answer is
+read, the client deletes it from the result backend (``AsyncResult.forget``),
+so Redis does not hold it for ``CALLQUEUE_RESULT_EXPIRES_SECONDS``.
 
 A client holds its own Celery app and connections: give each thread its own
 client (they are cheap) rather than sharing one across threads.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from celery import states
@@ -29,13 +31,19 @@ from celery.result import AsyncResult
 from kombu.exceptions import EncodeError
 
 from config import Settings, load_settings
-from producers.results import Assigned, Completed, ImportResult, Stats, StudentUpdate
+from producers.results import (
+    Assigned, Completed, CompletedAndNext, Exhausted, ImportResult, Press, Stats, StudentUpdate, press_from_result,
+)
 from workers.app import CallqueueCelery, create_app
 from workers.exceptions import (
     BrokerUnavailable, InvalidArgument, RequestTimedOut, TaskFailed, rejection_from_error,
 )
 
 JOB_POLL_SECONDS = 0.2
+# wait_for_next: how often to ask again while students are held by others (nothing says when one comes back),
+# and the shortest pause between two presses of one wait.
+HELD_RECHECK_SECONDS = 2.0
+MIN_PAUSE_SECONDS = 0.05
 ProgressCallback = Callable[[int, int], None]
 PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
@@ -75,6 +83,51 @@ class AssignmentClient:
                            assistant_id=assistant_id, request_id=request_id, **extra)
         return None if result["status"] == "exhausted" else Assigned.from_result(result, request_id)
 
+    def next_student(self, call_session_id: str, assistant_id: str, request_id: str | None = None,
+                     skills: Iterable[str] | None = None) -> Press:
+        """Like ``assign_next``, but "nobody" is an ``Exhausted`` saying why and when someone could be there."""
+        request_id = request_id or new_request_id()
+        extra = {} if skills is None else {"skills": list(skills)}
+        return press_from_result(self.call("callqueue.assign_next_student", call_session_id=call_session_id,
+                                           assistant_id=assistant_id, request_id=request_id, **extra), request_id)
+
+    def wait_for_next(self, call_session_id: str, assistant_id: str, skills: Iterable[str] | None = None,
+                      max_wait_seconds: float = 60.0, after: Exhausted | None = None,
+                      request_id: str | None = None) -> Press:
+        """The next student, waiting up to ``max_wait_seconds`` for one while students are scheduled or held.
+
+        Sleeps until the ``next_due_at`` of the last ``Exhausted`` answer
+        (``after``, or this method's own first press) and presses again. A
+        student past its due time is brought back by beat's promotion within
+        ``CALLQUEUE_PROMOTE_INTERVAL_SECONDS``; rather than wait for it, the
+        wait sends ``promote_due`` itself once per due time and presses at
+        once. While students are only held by others it asks again every
+        ``HELD_RECHECK_SECONDS``. Returns the student, or the last
+        ``Exhausted`` when nobody is left for this press or the time is up.
+        All presses of one wait share one ``request_id``, so a press whose
+        answer was lost is found again, never doubled.
+        """
+        request_id = request_id or new_request_id()
+        tags = None if skills is None else list(skills)
+        deadline = time.monotonic() + max_wait_seconds
+        answer: Press = after or self.next_student(call_session_id, assistant_id, request_id, tags)
+        nudged: datetime | None = None
+        while isinstance(answer, Exhausted) and answer.someone_may_come:
+            due = answer.next_due_at
+            if due is not None and due <= datetime.now(timezone.utc) and due != nudged:
+                self.promote_due()  # due, not yet promoted: bring it back now
+                nudged, pause = due, 0.0
+            elif due is not None:
+                pause = max((due - datetime.now(timezone.utc)).total_seconds(), MIN_PAUSE_SECONDS)
+            else:
+                pause = HELD_RECHECK_SECONDS
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(pause, remaining))
+            answer = self.next_student(call_session_id, assistant_id, request_id, tags)
+        return answer
+
     def complete(self, call_session_id: str, student_id: str, assistant_id: str, outcome: str,
                  assignment_token: int, callback_at: datetime | str | None = None,
                  callback_assistant: str | None = None) -> Completed:
@@ -85,14 +138,29 @@ class AssignmentClient:
         The answer says whether the outcome is final or the student will be
         called again (``next``: ``final``, ``retry`` or ``callback``).
         """
-        extra: dict[str, Any] = {}
-        if callback_at is not None:
-            extra["callback_at"] = iso_moment(callback_at)
-        if callback_assistant is not None:
-            extra["callback_assistant"] = callback_assistant
         return Completed.from_result(self.call(
             "callqueue.complete_student", call_session_id=call_session_id, student_id=student_id,
-            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token, **extra))
+            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token,
+            **_callback(callback_at, callback_assistant)))
+
+    def complete_and_next(self, call_session_id: str, student_id: str, assistant_id: str, outcome: str,
+                          assignment_token: int, callback_at: datetime | str | None = None,
+                          callback_assistant: str | None = None, request_id: str | None = None,
+                          skills: Iterable[str] | None = None) -> CompletedAndNext:
+        """Record the call's outcome and get the next student, in one round trip ("save and next").
+
+        The completion is that of ``complete``; the press that follows it,
+        made only once the completion is recorded, is that of ``next_student``.
+        A refused completion raises its ``Rejected`` (nothing was claimed); a
+        refused press is the answer's ``next``. Resent after a timeout with
+        the same ``request_id``, it gets the same completion and student.
+        """
+        request_id = request_id or new_request_id()
+        extra = {} if skills is None else {"skills": list(skills)}
+        return CompletedAndNext.from_result(self.call(
+            "callqueue.complete_and_next", call_session_id=call_session_id, student_id=student_id,
+            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token,
+            request_id=request_id, **_callback(callback_at, callback_assistant), **extra), request_id)
 
     def release(self, call_session_id: str, student_id: str, assistant_id: str,
                 assignment_token: int) -> StudentUpdate:
@@ -236,9 +304,12 @@ class AssignmentClient:
                 return None
             finally:
                 message.backend.remove_pending_result(message)
-        if message.state == states.REVOKED:
+        with _transport_faults():
+            state = message.state
+        _forget(message)
+        if state == states.REVOKED:
             return None
-        if message.state == states.FAILURE:
+        if state == states.FAILURE:
             raise TaskFailed(f"{task_name} failed: {type(result).__name__}: {result}")
         return result
 
@@ -282,9 +353,34 @@ def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds
         elif state in states.READY_STATES:
             if state != states.SUCCESS:
                 raise TaskFailed(f"{message.id} ended in {state}: {info}")
-            return message.result
+            result = message.result
+            _forget(message)
+            return result
         time.sleep(JOB_POLL_SECONDS)
     raise RequestTimedOut(f"job {message.id} did not finish within {timeout_seconds:g}s")
+
+
+def _forget(message: AsyncResult) -> None:
+    """Delete an answer that has been read from the result backend (it would stay for the result expiry).
+
+    Best effort: the answer is already in hand, and a key left behind by a
+    Redis hiccup still expires on its own, so a failure here must not turn
+    into a resend.
+    """
+    try:
+        message.forget()
+    except Exception:  # noqa: BLE001 - see docstring
+        pass
+
+
+def _callback(callback_at: datetime | str | None, callback_assistant: str | None) -> dict[str, Any]:
+    """The callback arguments of a completion, as the tasks take them (only those given)."""
+    extra: dict[str, Any] = {}
+    if callback_at is not None:
+        extra["callback_at"] = iso_moment(callback_at)
+    if callback_assistant is not None:
+        extra["callback_assistant"] = callback_assistant
+    return extra
 
 
 def iso_moment(moment: datetime | str) -> str:

@@ -39,6 +39,9 @@ TASKS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
                                       frozenset({"assigned", "exhausted"})),
     "callqueue.complete_student": (("call_session_id", "student_id", "assistant_id", "outcome", "assignment_token",
                                     "callback_at", "callback_assistant"), frozenset({"completed"})),
+    "callqueue.complete_and_next": (("call_session_id", "student_id", "assistant_id", "outcome", "assignment_token",
+                                     "callback_at", "callback_assistant", "request_id", "skills"),
+                                    frozenset({"completed_and_next"})),
     "callqueue.release_student": (("call_session_id", "student_id", "assistant_id", "assignment_token"),
                                   frozenset({"released"})),
     "callqueue.session_stats": (("call_session_id",), frozenset({"ok"})),
@@ -101,6 +104,8 @@ ID_FIELDS: list[tuple[str, str]] = [
     ("callqueue.set_campaign", "call_session_id"),
     ("callqueue.complete_batch", "items[0].callback_at"),
     ("callqueue.complete_batch", "items[0].callback_assistant"),
+    ("callqueue.complete_and_next", "call_session_id"),
+    ("callqueue.complete_and_next", "request_id"),
 ]
 TOKEN_FIELDS: list[tuple[str, str]] = [
     ("callqueue.complete_student", "assignment_token"),
@@ -111,6 +116,8 @@ TOKEN_FIELDS: list[tuple[str, str]] = [
     ("callqueue.set_campaign", "retry_rules"),
     ("callqueue.set_campaign", "callback_grace_seconds"),
     ("callqueue.assign_next_student", "skills"),
+    ("callqueue.complete_and_next", "assignment_token"),
+    ("callqueue.complete_and_next", "skills"),
 ]
 TEXT_FIELDS: list[tuple[str, str]] = [("callqueue.import_students", "session_name")]
 
@@ -167,6 +174,8 @@ def base_call(task: str, seeded: Seeded) -> dict[str, Any]:
                                           "request_id": f"{session}-bob-1", "skills": ["es", "fr"]},
         "callqueue.complete_student": {**hold, "outcome": "call_back", "callback_at": IN_A_MONTH,
                                        "callback_assistant": "alice"},
+        "callqueue.complete_and_next": {**hold, "outcome": "reached", "request_id": f"{session}-alice-2",
+                                        "skills": ["es"]},
         "callqueue.release_student": hold,
         "callqueue.session_stats": {"call_session_id": session},
         "callqueue.assistant_stats": {"call_session_id": session},

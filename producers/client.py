@@ -112,7 +112,7 @@ class AssignmentClient:
         deadline = time.monotonic() + max_wait_seconds
         answer: Press = after or self.next_student(call_session_id, assistant_id, request_id, tags)
         nudged: datetime | None = None
-        while isinstance(answer, Exhausted) and answer.someone_may_come:
+        while isinstance(answer, Exhausted) and answer.someone_may_come and time.monotonic() < deadline:
             due = answer.next_due_at
             if due is not None and due <= datetime.now(timezone.utc) and due != nudged:
                 self.promote_due()  # due, not yet promoted: bring it back now
@@ -121,10 +121,7 @@ class AssignmentClient:
                 pause = max((due - datetime.now(timezone.utc)).total_seconds(), MIN_PAUSE_SECONDS)
             else:
                 pause = HELD_RECHECK_SECONDS
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            time.sleep(min(pause, remaining))
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
             answer = self.next_student(call_session_id, assistant_id, request_id, tags)
         return answer
 

@@ -12,8 +12,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import redis
 from pymongo.database import Database
 
+from config import Settings
 from producers.client import AssignmentClient
 from producers.results import Assigned, Exhausted
 from tests.integration.helpers import seed, session_fingerprint
@@ -185,3 +187,28 @@ def test_the_wait_gives_up_at_its_bound_and_at_once_when_nobody_is_left(
     started = time.monotonic()
     assert client.wait_for_next(empty, "alice", max_wait_seconds=30) == nobody
     assert time.monotonic() - started < 5
+
+
+def test_the_client_deletes_each_answer_once_read_and_a_stock_caller_leaves_it(
+        client: AssignmentClient, session_id: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+    send = client.app.send_task
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        message = send(*args, **kwargs)
+        sent.append(message.id)
+        return message
+
+    monkeypatch.setattr(client.app, "send_task", recorded)
+    seed(client, session_id, 2)  # a batch-queue job
+    held = client.assign_next(session_id, "alice")
+    client.complete_and_next(session_id, held.student_id, "alice", "reached", held.assignment_token)
+    stock = send("callqueue.session_stats", kwargs={"call_session_id": session_id}, expires=15)
+    stock.get(timeout=15)
+
+    backend = redis.Redis.from_url(settings.result_backend)
+    try:
+        assert len(sent) == 3 and [backend.exists(f"celery-task-meta-{task_id}") for task_id in sent] == [0, 0, 0]
+        assert backend.ttl(f"celery-task-meta-{stock.id}") > 0  # kept until CALLQUEUE_RESULT_EXPIRES_SECONDS
+    finally:
+        backend.close()

@@ -1,5 +1,6 @@
 # callqueue: `make demo` runs the whole system, `make test` runs every test.
-# Both bootstrap what they need on a fresh Debian machine with Python 3.11.
+# Both bootstrap what they need on a fresh Debian machine with Python 3.11: `make demo` only the
+# virtualenv and redis-server (system-demo), `make test` also the tools its tests drive (system-test).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := examples/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: help venv system bootstrap test check demo bench clean
+.PHONY: help venv system-demo system-test system bootstrap test check demo bench clean
 
 help:
 	@echo "make demo   - start mongod, redis, workers and Flower; run the 20-assistant demo"
@@ -24,19 +25,37 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-# The Node.js caller (examples/node) with its locked dependencies; after `make system` (Node.js, npm).
-$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | system
+# The Node.js caller (examples/node) with its locked dependencies; after `make system-test` (Node.js, npm).
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | system-test
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 
-# Debian packages: redis-server (the broker the stack starts), chromium and
-# chromium-driver (the Flower and dashboard browser tests), docker-compose (checks docker-compose.yml), iproute2 and
-# iptables (test hosts in network namespaces, devstack/netns.py), nodejs and npm
-# (the Node.js caller in examples/node), openssl (throw-away certificates of the TLS
-# tests, devstack/tls.py).
-system:
-	@missing=""; PATH="$$PATH:/usr/sbin:/sbin"; \
+# Install the Debian packages listed in $$missing, if any; that needs root, and without it the message says
+# what to run instead.
+APT_INSTALL = if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" -ne 0 ]; then \
+			echo "$@ needs Debian packages:$$missing; installing them needs root:"; \
+			echo "  sudo apt-get install$$missing   (or: sudo make $@), then run make again"; \
+			exit 1; \
+		fi; \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# What the demo runs besides the virtualenv: redis-server (the broker the stack starts). Where it is on the
+# PATH already, nothing is installed and nothing needs root.
+system-demo:
+	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	$(APT_INSTALL)
+
+# What only the tests drive: chromium and chromium-driver (the Flower and dashboard browser tests),
+# docker-compose (checks docker-compose.yml), iproute2 and iptables (test hosts in network namespaces, devstack/netns.py; also the benchmark's failover
+# part), nodejs and npm (the Node.js caller in examples/node), openssl (throw-away certificates of the TLS
+# tests, devstack/tls.py), faketime (libfaketime: workers and beat on a skewed clock in the clock tests,
+# devstack/faketime.py).
+system-test:
+	@missing=""; PATH="$$PATH:/usr/sbin:/sbin"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
@@ -45,14 +64,14 @@ system:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
+	$(APT_INSTALL)
+
+system: system-demo system-test
 
 bootstrap: venv system
 
-test: bootstrap $(NODE_STAMP)
+test: venv system-demo system-test $(NODE_STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The loop between two edits (under 2 minutes): no fault suites, no browser, no Node.js, no apt-get.
@@ -65,10 +84,10 @@ CHECK ?= tests/unit tests/acceptance/test_readme.py tests/acceptance/test_contra
 check: venv
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest -m "not node" -q $(CHECK) $(PYTEST_ARGS)
 
-demo: bootstrap
+demo: venv system-demo
 	PYTHONPATH=$(CURDIR) $(PY) -m devstack demo $(DEMO_ARGS)
 
-bench: bootstrap
+bench: venv system-demo system-test
 	PYTHONPATH=$(CURDIR) $(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
+from kombu.utils.url import maybe_sanitize_url
+
 SENTINEL_SCHEME = "sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 ADDRESS_SEPARATOR = ";"
@@ -36,6 +38,11 @@ class SentinelUrl:
     db: int
     username: str | None = None
     password: str | None = None
+
+
+def redacted_url(url: str) -> str:
+    """The URL with its password masked, every address of a ``sentinel://`` URL included (for messages)."""
+    return ADDRESS_SEPARATOR.join(maybe_sanitize_url(address) for address in url.split(ADDRESS_SEPARATOR))
 
 
 def is_sentinel_url(url: str) -> bool:

@@ -65,7 +65,12 @@ class Settings:
     task_failover_retry_window_seconds: float = 60.0
     # How often each worker checks that it can reach a primary; a worker that cannot stops taking
     # messages until it can again, so that workers that can serve them do (0 turns the check off).
+    # The same check compares the worker's clock with the database's.
     worker_store_check_seconds: float = 0.5
+    # Largest difference between a worker's clock and the database's before the worker stops taking
+    # messages (Celery judges a message's expiry on the worker's clock); it takes them again once the
+    # difference is back within this bound.
+    max_clock_skew_seconds: float = 1.0
     # How long the producer client waits for one answer before it retries.
     client_timeout_seconds: float = 10.0
     # How many times the producer client resends a request that timed out.
@@ -102,6 +107,16 @@ class Settings:
     max_retry_rules: int = 50
     # Most attempts one retry rule may allow.
     max_attempts_limit: int = 100
+    # Most outcomes one session's list of allowed outcomes may name (set_campaign).
+    max_outcomes: int = 100
+    # Most calling-hours ranges one weekday may have.
+    max_ranges_per_day: int = 8
+    # Most holidays one session's calling hours may list.
+    max_holidays: int = 500
+    # Most phone numbers and student ids one suppress or unsuppress call may carry.
+    max_suppression_entries: int = 10_000
+    # Most do-not-call entries one list_suppressed call returns.
+    max_suppression_page: int = 1_000
     # How long the producer client waits for a batch job to finish.
     batch_timeout_seconds: float = 600.0
     # Students written to MongoDB per insert_many during an import.
@@ -152,6 +167,8 @@ class Settings:
         if self.promote_interval_seconds <= 0 or self.callback_grace_seconds < 0 or self.max_skills < 0:
             raise ConfigurationError("CALLQUEUE_PROMOTE_INTERVAL_SECONDS must be positive, "
                                      "CALLQUEUE_CALLBACK_GRACE_SECONDS and CALLQUEUE_MAX_SKILLS not negative")
+        if self.max_clock_skew_seconds <= 0:
+            raise ConfigurationError("CALLQUEUE_MAX_CLOCK_SKEW_SECONDS must be positive")
         if self.client_timeout_seconds <= 0 or self.max_id_length < 1:
             raise ConfigurationError("timeouts and limits must be positive")
         if min(self.mongo_operation_timeout_seconds, self.mongo_batch_operation_timeout_seconds,
@@ -208,3 +225,25 @@ def _convert(name: str, raw: str, annotation: str) -> object:
 def load_settings() -> Settings:
     """Settings for this process, read from the environment on each call."""
     return Settings.from_env()
+
+
+# What a caller of the tasks must name itself: the defaults would talk to whatever Redis listens on 127.0.0.1:6379.
+CALLER_VARIABLES = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+
+
+def load_caller_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for a caller of the tasks (the client and the command line), read from the environment.
+
+    Unlike the workers, a caller does not fall back to the default Redis on
+    127.0.0.1:6379: that may be another application's Redis, which would take
+    the messages and never answer. ``ConfigurationError`` names what to set.
+    """
+    environ = os.environ if environ is None else environ
+    missing = [name for name in CALLER_VARIABLES if not environ.get(name)]
+    if missing:
+        raise ConfigurationError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: callqueue's client does not "
+            "guess where the broker is (a Redis on 127.0.0.1:6379 may be another application's). Set "
+            f"{'it' if len(missing) == 1 else 'them'} to the deployment's Redis URLs; `make demo DEMO_ARGS=--hold` "
+            "prints the export lines for its stack")
+    return Settings.from_env(environ)

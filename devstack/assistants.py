@@ -25,6 +25,7 @@ from config import Settings
 from devstack.audit import Handout
 from producers.client import AssignmentClient
 from producers.results import Assigned
+from workers.exceptions import InvalidArgument
 
 OUTCOMES = ("reached", "voicemail", "no_answer", "wrong_number")
 NO_ANSWER = "no_answer"
@@ -94,7 +95,7 @@ def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: ran
         assigned = _press(client, session_id, log)
         if assigned is None:
             drain_until = drain_until or time.monotonic() + behaviour.drain_seconds
-            if time.monotonic() < drain_until and client.stats(session_id).outstanding:
+            if time.monotonic() < drain_until and client.stats(session_id).coming_soon:
                 log.waits += 1
                 time.sleep(behaviour.recheck_seconds)
                 continue
@@ -114,12 +115,17 @@ def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: ran
 def _complete(client: AssignmentClient, session_id: str, assigned: Assigned, log: AssistantLog,
               rng: random.Random, behaviour: Behaviour) -> None:
     """Complete the call: now and then with a personal callback, else with an outcome (maybe no answer)."""
+    done = None
     if behaviour.callback_every and (log.completed + 1) % behaviour.callback_every == 0:
         callback_at = datetime.now(timezone.utc) + timedelta(seconds=behaviour.callback_delay_seconds)
-        done = client.complete(session_id, assigned.student_id, log.assistant_id, CALLBACK_OUTCOME,
-                               assigned.assignment_token, callback_at=callback_at,
-                               callback_assistant=log.assistant_id)
-    else:
+        try:
+            done = client.complete(session_id, assigned.student_id, log.assistant_id, CALLBACK_OUTCOME,
+                                   assigned.assignment_token, callback_at=callback_at,
+                                   callback_assistant=log.assistant_id)
+        except InvalidArgument as exc:
+            if "next_allowed" not in exc.details:
+                raise  # not a callback outside the student's calling hours (its window closes meanwhile)
+    if done is None:
         done = client.complete(session_id, assigned.student_id, log.assistant_id, _outcome(rng, behaviour),
                                assigned.assignment_token)
     log.completed += 1

@@ -9,17 +9,23 @@ A student may be completed several times: a completion whose ``next`` is
 gives the student its result. So the audit counts final completions (at most
 one per student), checks that the student's ``attempts`` equals its
 completions, and follows each personal callback to the claim that took it.
+
+In a session with calling hours it also checks every claim against its
+student's window at the claim's time (the server's, from the history), in
+the student's own zone: a claim outside is a defect.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Iterable
 
 from pymongo.database import Database
 
-from workers.store import STUDENTS
+from workers.hours import CallingHours, placement
+from workers.store import SESSIONS, STUDENTS
 from workers.models import PENDING
 
 CLOSING_EVENTS = ("completed", "released", "reclaimed", "closed")
@@ -42,7 +48,9 @@ class AuditReport:
     students: int = 0
     completed: int = 0
     pending: int = 0
+    # Waiting for a callback or retry time, and waiting for the student's calling hours.
     scheduled: int = 0
+    waiting_for_window: int = 0
     held: int = 0
     claims: int = 0
     # Completion entries in the histories (every attempt), and those whose "next" was each of these.
@@ -61,13 +69,16 @@ class AuditReport:
     assistants_holding_two: list[str] = field(default_factory=list)
     answers_not_in_history: list[Handout] = field(default_factory=list)
     tokens_given_twice: list[tuple[str, int]] = field(default_factory=list)
+    # (student, claim time) of every claim made while the student's window was closed.
+    claims_outside_hours: list[tuple[str, datetime]] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        """True when nothing was doubled, every attempt is in the history and every answer matches it."""
+        """True when nothing was doubled, every attempt is in the history, every answer matches it and
+        nobody was called outside their calling hours."""
         return not (self.double_handouts or self.completed_twice or self.assistants_holding_two
                     or self.answers_not_in_history or self.tokens_given_twice
-                    or self.attempts_not_matching_history)
+                    or self.attempts_not_matching_history or self.claims_outside_hours)
 
 
 def audit_session(database: Database, session_id: str, answers: Iterable[Handout] = ()) -> AuditReport:
@@ -75,9 +86,13 @@ def audit_session(database: Database, session_id: str, answers: Iterable[Handout
     report = AuditReport()
     claims: dict[tuple[str, int], str] = {}
     holders: Counter[str] = Counter()
+    session = database[SESSIONS].find_one({"_id": session_id}) or {}
+    hours = CallingHours.from_document(session["calling_hours"]) if session.get("calling_hours") else None
     for document in database[STUDENTS].find({"call_session_id": session_id}):
         _count_state(report, document, holders)
         _replay_history(report, document, claims)
+        if hours is not None:
+            report.claims_outside_hours.extend(claims_outside_hours(hours, document))
     report.assistants_holding_two = sorted(a for a, n in holders.items() if n > 1)
     _check_answers(report, claims, answers)
     return report
@@ -88,7 +103,9 @@ def _count_state(report: AuditReport, document: dict, holders: Counter[str]) -> 
     report.attempts += int(document.get("attempts") or 0)
     if document.get("filter_status", PENDING) != PENDING:
         report.completed += 1
-    elif document.get("assigned_to") is None and document.get("waiting_for"):
+    elif document.get("assigned_to") is None and document.get("waiting_for") == "window":
+        report.waiting_for_window += 1
+    elif document.get("assigned_to") is None and document.get("waiting_for") in ("retry", "callback"):
         report.scheduled += 1
     elif document.get("assigned_to") is None:
         report.pending += 1
@@ -128,6 +145,23 @@ def _replay_history(report: AuditReport, document: dict, claims: dict[tuple[str,
         report.completed_twice.append(document["_id"])
     if "attempts" in document and document["attempts"] != completions:
         report.attempts_not_matching_history.append(document["_id"])
+
+
+def claims_outside_hours(hours: CallingHours, document: dict) -> list[tuple[str, datetime]]:
+    """The student's claims made while its window, in its own zone, was closed (by the history's times).
+
+    A callback the session allowed outside the hours (``hours_exempt_until``
+    in the completion that asked for it) is not counted.
+    """
+    outside, exempt_until = [], None
+    for entry in document.get("history", []):
+        at = entry["at"].replace(tzinfo=timezone.utc) if entry["at"].tzinfo is None else entry["at"]
+        if entry["event"] == "completed":
+            exempt_until = entry.get("exempt_until")
+        elif entry["event"] == "claimed" and not placement(hours, document.get("zone"), at).open:
+            if exempt_until is None or at > exempt_until.replace(tzinfo=timezone.utc):
+                outside.append((document["_id"], at))
+    return outside
 
 
 def _check_answers(report: AuditReport, claims: dict[tuple[str, int], str], answers: Iterable[Handout]) -> None:

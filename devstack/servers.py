@@ -37,10 +37,10 @@ def mongod_binary() -> str:
 
 
 def redis_binary() -> str:
-    """Path of redis-server; Debian's package provides it (``make redis`` installs it)."""
+    """Path of redis-server; Debian's package provides it (``make system-demo`` installs it)."""
     found = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
     if not found:
-        raise StartupError("redis-server not found: run `make redis` (apt-get install redis-server)")
+        raise StartupError("redis-server not found: run `make system-demo` (apt-get install redis-server, as root)")
     return found
 
 
@@ -237,12 +237,17 @@ class CeleryWorker:
 
 
 class CeleryBeat:
-    """``celery beat``: sends the periodic jobs (``reclaim_expired``) on schedule."""
+    """``celery beat``: sends the periodic jobs (``reclaim_expired``, ``promote_due``) on schedule.
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        argv = [sys.executable, "-m", "celery", "-A", "workers.app:app", "beat", "--loglevel", "INFO",
-                "--schedule", str(workdir / f"beat-schedule-{free_port()}")]
-        self.process = ManagedProcess("beat", argv, workdir / "beat.log", project_env(env))
+    ``host_prefix`` runs it through a launcher (``devstack.faketime.PREFIX``), like ``CeleryWorker``'s.
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str], host_prefix: list[str] | None = None,
+                 name: str = "beat") -> None:
+        argv = [*(host_prefix or []), sys.executable, "-m", "celery", "-A", "workers.app:app", "beat",
+                "--loglevel", "INFO", "--schedule", str(workdir / f"beat-schedule-{free_port()}")]
+        self.log_path = workdir / f"{name}.log"
+        self.process = ManagedProcess(name, argv, self.log_path, project_env(env))
 
     def start(self) -> "CeleryBeat":
         self.process.start()

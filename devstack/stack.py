@@ -3,6 +3,8 @@
 MongoDB (a standalone, or a replica set with ``replica_set_members``) and
 Redis are started here unless ``MONGO_URL`` or
 ``CELERY_BROKER_URL`` point at servers of their own, which are then used.
+Flower gets a login of its own (``Stack.flower_login``) unless the
+environment says who may use it.
 Leaving the ``with`` block, by any exit including Ctrl-C and SIGTERM, stops
 every process this stack started, by PID, in reverse order.
 """
@@ -10,6 +12,7 @@ every process this stack started, by PID, in reverse order.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -23,6 +26,10 @@ from devstack.replicaset import ReplicaSet
 from devstack.sentinel import SentinelGroup
 from devstack.servers import CeleryBeat, CeleryWorker, Dashboard, Flower, MongoServer, RedisServer
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
+
+FLOWER_USER = "callqueue"
+# Flower's own settings that say who may use it; when one is set, the stack leaves Flower's access alone.
+FLOWER_ACCESS_VARIABLES = ("FLOWER_BASIC_AUTH", "FLOWER_UNAUTHENTICATED_API", "FLOWER_AUTH", "FLOWER_AUTH_PROVIDER")
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class Stack:
         self.workers: list[CeleryWorker] = []
         self.flower: Flower | None = None
         self.dashboard: Dashboard | None = None
+        # Flower's user and password when this stack made them (see _flower_env).
+        self.flower_login: tuple[str, str] | None = None
         self.beat: CeleryBeat | None = None
         self.env: dict[str, str] = {}
         self._previous_sigterm: Any = None
@@ -83,9 +92,21 @@ class Stack:
         if self.options.beat:
             self.beat = self._launch(CeleryBeat(self.workdir, self.env))
         if self.options.flower:
-            self.flower = self._launch(Flower(self.workdir, self.env, self.options.flower_port))
+            self.flower = self._launch(Flower(self.workdir, self._flower_env(), self.options.flower_port))
         if self.options.dashboard:
             self.dashboard = self._launch(Dashboard(self.workdir, self.env, no_login=True))
+
+    def _flower_env(self) -> dict[str, str]:
+        """Flower's environment: a login of its own unless the environment configures Flower's access.
+
+        Flower answers its API only with a login (or with ``FLOWER_UNAUTHENTICATED_API``), so a stack
+        started without either gets user ``FLOWER_USER`` with a fresh random password (``flower_login``),
+        given to Flower alone, in its environment: never on a command line, never to the workers.
+        """
+        if any(self.env.get(name) for name in FLOWER_ACCESS_VARIABLES):
+            return self.env
+        self.flower_login = (FLOWER_USER, secrets.token_urlsafe(12))
+        return {**self.env, "FLOWER_BASIC_AUTH": ":".join(self.flower_login)}
 
     def _server_env(self) -> dict[str, str]:
         env = dict(self.environ)

@@ -6,10 +6,7 @@ structured error and exits 2; an unreachable broker or a failed task exits 3.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,18 +19,17 @@ from rich.table import Table
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from config import load_settings
+from config import load_caller_settings
+from producers.calling_cli import CALLING_COMMANDS
 from producers.client import AssignmentClient
 from producers.dashboard.command import dashboard_command
 from producers.exporter import CallqueueCollector
 from producers.ops import COMMANDS
+from producers.output import client_of as _client, emit as _emit, run as _run
 from producers.results import Exhausted, Press, Stats
 from producers.rowfile import ITEM_INTEGERS, STUDENT_INTEGERS, read_rows
-from workers.exceptions import CallqueueError, Rejected
+from workers.exceptions import Rejected
 from workers.metrics import read_counters, redis_client
-
-EXIT_REJECTED = 2
-EXIT_UNAVAILABLE = 3
 
 
 @click.group()
@@ -45,36 +41,12 @@ def cli(ctx: click.Context, timeout_seconds: float | None) -> None:
     ctx.obj = {"timeout_seconds": timeout_seconds}
 
 
-def _client(ctx: click.Context) -> AssignmentClient:
-    return AssignmentClient(load_settings(), timeout_seconds=ctx.obj["timeout_seconds"])
-
-
-def _run(action: Callable[[], Any]) -> Any:
-    """Run ``action``; turn callqueue errors into a JSON error and an exit code."""
-    try:
-        return action()
-    except Rejected as exc:
-        _emit({"status": "rejected", "error": exc.to_error()})
-        sys.exit(EXIT_REJECTED)
-    except CallqueueError as exc:
-        _emit({"status": "error", "error": {"code": type(exc).__name__, "message": str(exc)}})
-        sys.exit(EXIT_UNAVAILABLE)
-
-
-def _emit(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, default=_json_value))
-
-
-def _json_value(value: Any) -> Any:
-    """Datetimes as ISO-8601 (as the tasks send them), anything else as text."""
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
 def holder_options(command: Callable[..., None]) -> Callable[..., None]:
     """The four options that name one hold: session, student, assistant and token."""
     for option in reversed((
         click.option("--session", "session_id", required=True),
-        click.option("--student", "student_id", required=True),
+        click.option("--student", "student_id", required=True,
+                     help="The student: the id it was imported with (s2) or handed out as (SESSION:s2)."),
         click.option("--assistant", "assistant_id", required=True),
         click.option("--token", "assignment_token", type=int, required=True),
     )):
@@ -90,17 +62,23 @@ def holder_options(command: Callable[..., None]) -> Callable[..., None]:
               help="Students per import task.")
 @click.option("--route-by", "route_by", default=None, metavar="COLUMN",
               help="Column holding each student's routing tag (e.g. language); empty cells are untagged.")
+@click.option("--zone-by", "zone_by", default=None, metavar="COLUMN",
+              help="Column holding each student's IANA time zone (e.g. America/Chicago), for calling hours.")
+@click.option("--phone-by", "phone_by", default=None, metavar="COLUMN",
+              help="Column holding each student's phone number (+12125550100): its zone when --zone-by has none, "
+                   "and what do-not-call lists match.")
 @click.pass_context
 def import_command(ctx: click.Context, path: Path, session_id: str, session_name: str | None,
-                   chunk_size: int, route_by: str | None) -> None:
-    """Import students from a CSV or JSON file, with a progress bar."""
+                   chunk_size: int, route_by: str | None, zone_by: str | None, phone_by: str | None) -> None:
+    """Import students from a CSV or JSON file, with a progress bar; rows on a do-not-call list are skipped."""
     rows = _run(lambda: read_rows(path, STUDENT_INTEGERS))
-    totals = {"received": 0, "inserted": 0, "duplicates": 0}
+    totals = {"received": 0, "inserted": 0, "duplicates": 0, "suppressed": 0}
     with _client(ctx) as client, _progress() as progress:
         bar = progress.add_task(f"importing into {session_id}", total=len(rows))
         for start in range(0, len(rows), chunk_size):
             chunk = rows[start:start + chunk_size]
-            result = _run(lambda: client.import_students(session_id, chunk, session_name, route_by))
+            result = _run(lambda: client.import_students(session_id, chunk, session_name, route_by, zone_by,
+                                                         phone_by))
             for key in totals:
                 totals[key] += getattr(result, key)
             progress.advance(bar, len(chunk))
@@ -272,7 +250,9 @@ def stats_table(stats: Stats, claims_per_second: float | None = None,
     table.add_column("value", justify="right")
     for label, value in (("total", stats.total), ("pending", stats.pending),
                          ("scheduled callbacks", stats.scheduled_callbacks),
-                         ("scheduled retries", stats.scheduled_retries), ("assigned", stats.assigned),
+                         ("scheduled retries", stats.scheduled_retries),
+                         ("waiting for their calling hours", stats.waiting_for_window),
+                         ("on a do-not-call list", stats.suppressed), ("assigned", stats.assigned),
                          ("completed", stats.completed), ("attempts (calls recorded)", stats.attempts),
                          ("assistants holding", len(stats.holders))):
         table.add_row(label, str(value))
@@ -294,7 +274,7 @@ def stats_table(stats: Stats, claims_per_second: float | None = None,
 def metrics_command(port: int, address: str) -> None:
     """Serve the domain figures for Prometheus at http://ADDRESS:PORT/metrics until Ctrl-C."""
     registry = CollectorRegistry()
-    registry.register(CallqueueCollector(load_settings()))
+    registry.register(CallqueueCollector(_run(load_caller_settings)))
     server, thread = start_http_server(port, addr=address, registry=registry)
     click.echo(f"serving callqueue metrics on http://{address}:{port}/metrics", err=True)
     try:
@@ -358,18 +338,25 @@ def _retry_rule(value: str) -> tuple[str, dict[str, int]]:
 @click.option("--no-retries", is_flag=True, help="Remove every retry rule: all outcomes are final.")
 @click.option("--grace", "grace_seconds", type=click.IntRange(0), default=None, metavar="SECONDS",
               help="How long after its time a personal callback stays reserved for its assistant.")
+@click.option("--allow-outcome", "allowed", multiple=True, metavar="OUTCOME",
+              help="An outcome completions may record (repeatable; replaces the session's list, and any "
+                   "other outcome is then refused).")
+@click.option("--any-outcome", is_flag=True, help="Remove the session's list: any outcome is accepted.")
 @click.pass_context
 def campaign_command(ctx: click.Context, session_id: str, retries: tuple[str, ...], no_retries: bool,
-                     grace_seconds: int | None) -> None:
-    """Set a session's retry rules and callback grace period; prints the session's settings.
+                     grace_seconds: int | None, allowed: tuple[str, ...], any_outcome: bool) -> None:
+    """Set a session's retry rules, callback grace period and allowed outcomes; prints the session's settings.
 
     Without options it only prints them.
     """
     if retries and no_retries:
         raise click.UsageError("give --retry or --no-retries, not both")
+    if allowed and any_outcome:
+        raise click.UsageError("give --allow-outcome or --any-outcome, not both")
     rules = {} if no_retries else dict(_retry_rule(value) for value in retries) if retries else None
+    outcomes = [] if any_outcome else list(allowed) if allowed else None
     with _client(ctx) as client:
-        _emit(_run(lambda: client.set_campaign(session_id, rules, grace_seconds)))
+        _emit(_run(lambda: client.set_campaign(session_id, rules, grace_seconds, outcomes)))
 
 
 @cli.command("reclaim")
@@ -434,6 +421,6 @@ def _with_progress(label: str, job: Callable[[Callable[[int, int], None]], Any])
     return result
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, *CALLING_COMMANDS):
     cli.add_command(_command)
 cli.add_command(dashboard_command)

@@ -28,15 +28,18 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
+import redis.exceptions
 from kombu.exceptions import EncodeError
 
-from config import Settings, load_settings
+from config import Settings, load_caller_settings
+from config.redis_urls import redacted_url
 from producers.results import (
     Assigned, Completed, CompletedAndNext, Exhausted, ImportResult, Press, Stats, StudentUpdate, press_from_result,
 )
 from workers.app import CallqueueCelery, create_app
 from workers.exceptions import (
-    BrokerUnavailable, InvalidArgument, RequestTimedOut, TaskFailed, rejection_from_error,
+    BrokerUnavailable, FailoverInProgress, InvalidArgument, RequestTimedOut, StoreUnavailable, TaskFailed,
+    rejection_from_error,
 )
 
 JOB_POLL_SECONDS = 0.2
@@ -52,11 +55,16 @@ class AssignmentClient:
     """Client for the callqueue tasks (one per thread)."""
 
     def __init__(self, settings: Settings | None = None, timeout_seconds: float | None = None,
-                 retries: int | None = None, app: CallqueueCelery | None = None) -> None:
-        self.settings = settings or load_settings()
+                 retries: int | None = None, app: CallqueueCelery | None = None,
+                 stop_at_store_outage: bool = False) -> None:
+        """``stop_at_store_outage``: raise ``StoreUnavailable`` as soon as one wait ends while the workers
+        retry the request because MongoDB is unreachable, instead of resending (a person at a terminal
+        wants to know at once; a service may rather ride out a short restart)."""
+        self.settings = settings or load_caller_settings()
         self.app = app or create_app(self.settings, include_tasks=False)
         self.timeout_seconds = timeout_seconds or self.settings.client_timeout_seconds
         self.retries = self.settings.client_retries if retries is None else retries
+        self.stop_at_store_outage = stop_at_store_outage
 
     def __enter__(self) -> "AssignmentClient":
         return self
@@ -176,12 +184,18 @@ class AssignmentClient:
         return self.call("callqueue.assistant_stats", call_session_id=call_session_id)
 
     def import_students(self, call_session_id: str, students: Iterable[Mapping[str, Any]],
-                        session_name: str | None = None, route_by: str | None = None) -> ImportResult:
+                        session_name: str | None = None, route_by: str | None = None, zone_by: str | None = None,
+                        phone_by: str | None = None) -> ImportResult:
         """Add students to the session (creating it); importing the same rows again adds nothing.
 
-        ``route_by`` names the column holding each student's routing tag.
+        ``route_by`` names the column holding each student's routing tag,
+        ``zone_by`` the one holding its IANA time zone, ``phone_by`` the one
+        holding its phone number (its zone when the zone column has none, and
+        what the do-not-call lists match). Rows on a do-not-call list are
+        skipped (``suppressed``).
         """
-        extra = {} if route_by is None else {"route_by": route_by}
+        extra = {key: value for key, value in (("route_by", route_by), ("zone_by", zone_by),
+                                               ("phone_by", phone_by)) if value is not None}
         return ImportResult.from_result(self.call(
             "callqueue.import_students", call_session_id=call_session_id,
             students=[dict(row) for row in students], session_name=session_name, **extra))
@@ -203,15 +217,45 @@ class AssignmentClient:
         return self.call("callqueue.set_lease", call_session_id=call_session_id, lease_seconds=lease_seconds)
 
     def set_campaign(self, call_session_id: str, retry_rules: Mapping[str, Mapping[str, int]] | None = None,
-                     callback_grace_seconds: int | None = None) -> dict[str, Any]:
-        """Set the session's retry rules and/or personal-callback grace period; the session's settings.
+                     callback_grace_seconds: int | None = None,
+                     allowed_outcomes: Iterable[str] | None = None) -> dict[str, Any]:
+        """Set the session's retry rules, personal-callback grace period and/or allowed outcomes; the
+        session's settings.
 
         ``retry_rules`` (``{outcome: {"delay_seconds": n, "max_attempts": n}}``)
-        replaces every rule (``{}`` removes them); None keeps what the session has.
+        replaces every rule (``{}`` removes them); ``allowed_outcomes`` makes
+        completions with any other outcome refused (``[]`` allows any again);
+        None keeps what the session has.
         """
         rules = None if retry_rules is None else {outcome: dict(rule) for outcome, rule in retry_rules.items()}
+        extra = {} if allowed_outcomes is None else {"allowed_outcomes": list(allowed_outcomes)}
         return self.call("callqueue.set_campaign", call_session_id=call_session_id, retry_rules=rules,
-                         callback_grace_seconds=callback_grace_seconds)
+                         callback_grace_seconds=callback_grace_seconds, **extra)
+
+    def set_calling_hours(self, call_session_id: str, calling_hours: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Set the session's calling hours (None removes them); every student is placed by them before the answer.
+
+        ``{"days": {"mon": ["09:00-20:00"], ...}, "holidays": ["2026-12-25"], "default_zone": "America/New_York",
+        "unknown_zone": "default_zone", "callbacks_outside_hours": False, "last_call_seconds": 60}``.
+        """
+        return self.run_job("callqueue.set_calling_hours", None, call_session_id=call_session_id,
+                            calling_hours=None if calling_hours is None else dict(calling_hours))
+
+    def suppress(self, numbers: Iterable[str] | None = None, student_ids: Iterable[str] | None = None,
+                 call_session_id: str | None = None) -> dict[str, Any]:
+        """Put phone numbers and student ids on the do-not-call list of a session (None: of every session)."""
+        return self.run_job("callqueue.suppress", None, **_entries(numbers, student_ids, call_session_id))
+
+    def unsuppress(self, numbers: Iterable[str] | None = None, student_ids: Iterable[str] | None = None,
+                   call_session_id: str | None = None) -> dict[str, Any]:
+        """Take entries off a do-not-call list (later imports no longer skip them)."""
+        return self.run_job("callqueue.unsuppress", None, **_entries(numbers, student_ids, call_session_id))
+
+    def list_suppressed(self, call_session_id: str | None = None, after: str | None = None,
+                        limit: int = 100) -> dict[str, Any]:
+        """One page of a do-not-call list; pass the answer's ``next`` as ``after`` for the next page."""
+        return self.run_job("callqueue.list_suppressed", None, call_session_id=call_session_id, after=after,
+                            limit=limit)
 
     def promote_due(self) -> int:
         """Run the promotion now (beat runs it on schedule); how many due students were moved back."""
@@ -251,7 +295,7 @@ class AssignmentClient:
                                              retry=True, retry_policy=PUBLISH_RETRY_POLICY)
             result = _follow(message, on_progress or (lambda done, total: None), timeout)
         except _TransportFault as exc:
-            raise BrokerUnavailable(f"{task_name}: Redis unreachable ({exc})") from exc
+            raise self._redis_unreachable(task_name, exc) from exc
         return self._answer(task_name, result)
 
     def call(self, task_name: str, **kwargs: Any) -> dict[str, Any]:
@@ -269,38 +313,71 @@ class AssignmentClient:
         return _raise_if_rejected(result)
 
     def _call_with_retries(self, task_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        last_error: BaseException | None = None
+        """Up to ``retries`` resends after a timeout; a broken connection is retried with a fresh app
+        for as long as the outage stays within the client timeout, then ``BrokerUnavailable``."""
+        outage_started: float | None = None
         for attempt in range(self.retries + 1):
+            started = time.monotonic()
             try:
                 answer = self._call_once(task_name, kwargs)
+            except _StoreOutage as outage:
+                if self.stop_at_store_outage or attempt == self.retries:
+                    raise StoreUnavailable(str(outage)) from outage
+                answer = None
             except _TransportFault as exc:
-                last_error = exc
-                self._reconnect(attempt)
+                outage_started = started if outage_started is None else outage_started
+                backoff = min(0.5 * 2 ** attempt, 5.0)
+                if attempt == self.retries or (
+                        2 * time.monotonic() - started + backoff > outage_started + self.timeout_seconds):
+                    raise self._redis_unreachable(task_name, exc) from exc  # another try would end past the timeout
+                self._reconnect(backoff)
                 continue
+            outage_started = None
             if answer is not None:
                 return answer
-        if last_error is not None:
-            raise BrokerUnavailable(f"{task_name}: Redis unreachable ({last_error})") from last_error
         raise RequestTimedOut(f"{task_name}: no answer after {self.retries + 1} attempts "
                               f"of {self.timeout_seconds:g}s")
 
-    def _reconnect(self, attempt: int) -> None:
+    def _reconnect(self, backoff_seconds: float) -> None:
         """Back off, then start over with a fresh app and fresh connections."""
-        time.sleep(min(0.5 * 2 ** attempt, 5.0))
+        time.sleep(backoff_seconds)
         self.app.close()
         self.app = create_app(self.settings, include_tasks=False)
 
+    def _redis_unreachable(self, task_name: str, fault: "_TransportFault") -> BrokerUnavailable:
+        """What a person can act on: the Redis URLs tried (password masked), why, and what to check."""
+        return BrokerUnavailable(
+            f"{task_name}: cannot reach Redis ({fault.reason}). Check that redis-server is running at "
+            f"{redacted_url(self.settings.broker_url)} (CELERY_BROKER_URL) and "
+            f"{redacted_url(self.settings.result_backend)} (CELERY_RESULT_BACKEND), and that these variables "
+            "name the callqueue deployment you mean")
+
     def _call_once(self, task_name: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
-        """One send and wait; None when it timed out or the message expired unrun."""
+        """One send and wait; None when it timed out or the message expired unrun.
+
+        ``_StoreOutage`` when it timed out while the workers were retrying it
+        because MongoDB is unreachable (not a failover, which is short), with
+        their reason: the caller resends, or says so (``stop_at_store_outage``,
+        or after the last attempt) rather than just "no answer".
+        """
+        outage: Any = None
         with _transport_faults():
             message = self.app.send_task(task_name, kwargs=kwargs, expires=self.timeout_seconds,
                                          retry=True, retry_policy=PUBLISH_RETRY_POLICY)
             try:
                 result = message.get(timeout=self.timeout_seconds, propagate=False, interval=0.05)
             except CeleryTimeout:
-                return None
+                outage = message.info if message.state == states.RETRY else None
+                result = None
             finally:
                 message.backend.remove_pending_result(message)
+        if isinstance(outage, StoreUnavailable) and not isinstance(outage, FailoverInProgress):
+            raise _StoreOutage(
+                f"{task_name}: no answer within {self.timeout_seconds:g} s: the workers are retrying it because "
+                f"{outage}. Check that mongod is running there and the workers' MONGO_URL "
+                "(python -m producers health checks every server)")
+        if result is None:
+            return None
         with _transport_faults():
             state = message.state
         _forget(message)
@@ -311,8 +388,24 @@ class AssignmentClient:
         return result
 
 
+class _StoreOutage(Exception):
+    """A wait ended while the workers were retrying the request because MongoDB is unreachable."""
+
+
 class _TransportFault(Exception):
     """Sending a message or waiting for its result failed inside Celery, kombu or redis-py."""
+
+    @property
+    def reason(self) -> str:
+        """The connection error at the root of the failure (``Error 111 connecting to host:port. Connection
+        refused.``), rather than the wrapper Celery raised around it; never a password."""
+        error: BaseException | None = self.__cause__
+        root = error
+        while error is not None:
+            if isinstance(error, (redis.exceptions.ConnectionError, OSError)):
+                root = error
+            error = error.__cause__ or error.__context__
+        return f"{type(root).__name__}: {root}".strip() if root is not None else str(self)
 
 
 @contextmanager
@@ -378,6 +471,14 @@ def _callback(callback_at: datetime | str | None, callback_assistant: str | None
     if callback_assistant is not None:
         extra["callback_assistant"] = callback_assistant
     return extra
+
+
+def _entries(numbers: Iterable[str] | None, student_ids: Iterable[str] | None,
+             call_session_id: str | None) -> dict[str, Any]:
+    """The arguments of ``suppress``/``unsuppress``: lists, and only those given."""
+    return {"call_session_id": call_session_id,
+            "numbers": None if numbers is None else list(numbers),
+            "student_ids": None if student_ids is None else list(student_ids)}
 
 
 def iso_moment(moment: datetime | str) -> str:

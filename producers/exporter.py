@@ -9,12 +9,16 @@
   scheduled students brought back when due;
 - ``callqueue_rejections_total{code}``: refused requests by rejection code;
 - ``callqueue_session_students{call_session_id, state}``: pending,
-  scheduled_callback, scheduled_retry, assigned and completed students of
-  every open session;
+  scheduled_callback, scheduled_retry, waiting_for_window (outside their
+  calling hours), assigned, completed and suppressed (on a do-not-call list)
+  students of every open session;
 - ``callqueue_session_attempts{call_session_id}``: calls recorded in each open
   session, retries and callbacks included;
 - ``callqueue_session_outcomes{call_session_id, outcome}`` and
-  ``callqueue_session_assistants_holding{call_session_id}``.
+  ``callqueue_session_assistants_holding{call_session_id}``;
+- ``callqueue_worker_clock_offset_seconds{worker}``: each live worker's
+  clock minus the database's, and ``callqueue_worker_paused{worker, reason}``
+  (1 while a worker takes no messages: ``clock_skew`` or ``store_unreachable``).
 
 Everything is read at scrape time from Redis (the counters) and MongoDB (the
 sessions), so the exporter holds no state and any number can run.
@@ -28,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from config import Settings
+from workers.clock import worker_clocks
 from workers.store import SESSIONS, AssignmentStore
 from workers.metrics import read_counters, redis_client
 from workers.models import CallSession
@@ -45,6 +50,7 @@ class CallqueueCollector(Collector):
         events, rejections = read_counters(counters)
         yield _counter("callqueue_events", "Events counted by the workers.", "event", events)
         yield _counter("callqueue_rejections", "Refused requests by rejection code.", "code", rejections)
+        yield from _clock_gauges(counters)
         yield from self._session_gauges()
 
     def _session_gauges(self) -> Iterator[Metric]:
@@ -62,14 +68,27 @@ class CallqueueCollector(Collector):
         for document in database[SESSIONS].find({"status": "open"}):
             stats = store.stats(CallSession.from_document(document))
             for state, value in (("pending", stats.pending), ("scheduled_callback", stats.scheduled_callbacks),
-                                 ("scheduled_retry", stats.scheduled_retries), ("assigned", stats.assigned),
-                                 ("completed", sum(stats.completed.values()))):
+                                 ("scheduled_retry", stats.scheduled_retries),
+                                 ("waiting_for_window", stats.waiting_for_window), ("assigned", stats.assigned),
+                                 ("completed", sum(stats.completed.values())), ("suppressed", stats.suppressed)):
                 students.add_metric([stats.call_session_id, state], value)
             for outcome, value in stats.completed.items():
                 outcomes.add_metric([stats.call_session_id, outcome], value)
             holding.add_metric([stats.call_session_id], len(stats.holders))
             attempts.add_metric([stats.call_session_id], stats.attempts)
         yield from (students, outcomes, holding, attempts)
+
+
+def _clock_gauges(counters: object) -> Iterator[Metric]:
+    """Each live worker's clock offset and whether it has stopped taking messages (``workers.clock``)."""
+    offsets = GaugeMetricFamily("callqueue_worker_clock_offset_seconds",
+                                "A worker's clock minus the database's, at its last check.", labels=["worker"])
+    paused = GaugeMetricFamily("callqueue_worker_paused", "1 while a worker takes no messages, by reason.",
+                               labels=["worker", "reason"])
+    for record in worker_clocks(counters):  # type: ignore[arg-type]
+        offsets.add_metric([record.worker], -record.offset_seconds)
+        paused.add_metric([record.worker, record.reason or ""], 1 if record.paused else 0)
+    yield from (offsets, paused)
 
 
 def _counter(name: str, documentation: str, label: str, values: dict[str, int]) -> CounterMetricFamily:

@@ -21,14 +21,15 @@ import redis
 import redis.exceptions
 from redis.sentinel import SentinelConnectionPool
 from kombu.exceptions import OperationalError
-from kombu.utils.url import maybe_sanitize_url
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.table import Table
 
 from config import Settings, load_settings
+from config.redis_urls import redacted_url
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
+from workers.clock import worker_clocks
 from workers.exceptions import BrokerUnavailable, ConfigurationError, InfrastructureError, StoreUnavailable
 from workers.store.durability import probe_majority_write
 from workers.transport import redis_connection
@@ -99,7 +100,7 @@ def mongo_durability(settings: Settings, timeout_seconds: float) -> Check:
 
 def redis_location(url: str) -> str:
     """The URL without its password, every address of a ``sentinel://`` URL included (for messages)."""
-    return ";".join(maybe_sanitize_url(address) for address in url.split(";"))
+    return redacted_url(url)
 
 
 def ping_redis(url: str, role: str, timeout_seconds: float, master_name: str | None = None) -> str:
@@ -144,6 +145,29 @@ def workers_by_queue(app: CallqueueCelery, timeout_seconds: float) -> dict[str, 
         for queue in queues or []:
             consumers.setdefault(str(queue.get("name")), []).append(worker)
     return consumers
+
+
+def clock_check(settings: Settings, timeout_seconds: float) -> Check:
+    """The workers' clocks against the database's, as each worker last reported it (``workers.clock``).
+
+    Down when a worker has stopped taking messages because its clock is off
+    by more than ``CALLQUEUE_MAX_CLOCK_SKEW_SECONDS``.
+    """
+    try:
+        connection = redis_connection(settings.broker_url, settings.redis_sentinel_master,
+                                      socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
+        try:
+            records = worker_clocks(connection)
+        finally:
+            connection.close()
+    except REDIS_ERRORS as exc:
+        return Check("worker clocks", False, f"not read: {error_name(exc)}")
+    if not records:
+        return Check("worker clocks", True, "no worker has reported its clock")
+    skewed = [record for record in records if record.skewed]
+    shown = skewed or records
+    return Check("worker clocks", not skewed, "; ".join(record.describe() for record in shown)
+                 + ("" if skewed else f" (worker minus database; bound {records[0].bound_seconds:g} s)"))
 
 
 def probe(component: str, action: Callable[[], str]) -> Check:
@@ -192,7 +216,7 @@ def run_checks(settings: Settings, queues: Iterable[str], required_workers: Iter
         return checks + [Check("workers", False, str(exc))]
     finally:
         app.close()
-    return checks + queue_checks(consumers, queues, required_workers)
+    return checks + queue_checks(consumers, queues, required_workers) + [clock_check(settings, timeout_seconds)]
 
 
 def render_table(checks: list[Check]) -> Table:

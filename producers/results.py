@@ -20,12 +20,14 @@ class Assigned:
     assignment_token: int
     already_held: bool
     request_id: str
+    # The id the import gave the student (``student_id`` without the session's prefix); tasks accept either.
+    import_id: str | None = None
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any], request_id: str) -> "Assigned":
         return cls(result["call_session_id"], result["student_id"], dict(result["student"]),
                    result["assigned_to"], int(result["assignment_token"]),
-                   bool(result["already_held"]), request_id)
+                   bool(result["already_held"]), request_id, result.get("import_id"))
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,13 @@ class StudentUpdate:
     student_id: str
     assignment_token: int
     outcome: str | None = None
+    # The id the import gave the student; tasks accept it as well as ``student_id``.
+    import_id: str | None = None
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "StudentUpdate":
         return cls(result["status"], result["call_session_id"], result["student_id"],
-                   int(result["assignment_token"]), result.get("outcome"))
+                   int(result["assignment_token"]), result.get("outcome"), result.get("import_id"))
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class Completed(StudentUpdate):
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "Completed":
         return cls(result["status"], result["call_session_id"], result["student_id"],
-                   int(result["assignment_token"]), result.get("outcome"),
+                   int(result["assignment_token"]), result.get("outcome"), result.get("import_id"),
                    completed_at=parse_moment(result.get("completed_at")),
                    completed_by=result.get("completed_by"),
                    attempt=int(result.get("attempt") or 1),
@@ -146,11 +150,13 @@ class ImportResult:
     received: int
     inserted: int
     duplicates: int
+    # Rows skipped because their number or id is on a do-not-call list.
+    suppressed: int = 0
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "ImportResult":
         return cls(result["call_session_id"], bool(result["session_created"]), int(result["received"]),
-                   int(result["inserted"]), int(result["duplicates"]))
+                   int(result["inserted"]), int(result["duplicates"]), int(result.get("suppressed", 0)))
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,9 @@ class Stats:
     scheduled_callbacks: int = 0
     scheduled_retries: int = 0
     attempts: int = 0
+    # Students outside their calling hours (in ``scheduled`` too), and students on a do-not-call list.
+    waiting_for_window: int = 0
+    suppressed: int = 0
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "Stats":
@@ -176,12 +185,19 @@ class Stats:
                    int(result["pending"]), int(result["assigned"]), int(result["completed"]),
                    dict(result["completed_by_outcome"]), tuple(result["holders"]),
                    int(result.get("scheduled", 0)), int(result.get("scheduled_callbacks", 0)),
-                   int(result.get("scheduled_retries", 0)), int(result.get("attempts", 0)))
+                   int(result.get("scheduled_retries", 0)), int(result.get("attempts", 0)),
+                   int(result.get("waiting_for_window", 0)), int(result.get("suppressed", 0)))
 
     @property
     def outstanding(self) -> int:
-        """Students not yet at a final outcome: pending, held, or waiting for a callback or retry."""
+        """Students not yet at a final outcome: pending, held, or waiting for a callback, retry or window."""
         return self.pending + self.assigned + self.scheduled
+
+    @property
+    def coming_soon(self) -> int:
+        """Students a press may get before long: pending, held, or waiting for a callback or retry (not for
+        their calling hours, which may open only tomorrow)."""
+        return self.pending + self.assigned + self.scheduled_callbacks + self.scheduled_retries
 
 
 def parse_moment(value: str | None) -> datetime | None:

@@ -9,9 +9,10 @@ for imports and bulk jobs, so bulk work never waits in front of a claim.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, beat_init
 from kombu import Queue
 from kombu.serialization import register as register_serializer
 from kombu.utils import json as kombu_json
@@ -29,7 +30,8 @@ MAX_MESSAGE_DEPTH = 32
 ASSIGNMENTS_QUEUE = "assignments"
 BATCH_QUEUE = "batch"
 BATCH_TASKS = ("callqueue.import_students", "callqueue.complete_batch", "callqueue.close_session",
-               "callqueue.reopen_session")
+               "callqueue.reopen_session", "callqueue.set_calling_hours", "callqueue.suppress",
+               "callqueue.unsuppress", "callqueue.list_suppressed")
 
 
 def load_json_bounded(data: bytes | str) -> object:
@@ -137,6 +139,8 @@ def celery_config(settings: Settings) -> dict:
                 "options": {"expires": settings.promote_interval_seconds},
             },
         },
+        # Beat stamps each job's expiry from the database's clock, not its host's (workers/beat.py).
+        "beat_scheduler": "workers.beat:DatabaseClockScheduler",
         "timezone": "UTC",
         "enable_utc": True,
     }
@@ -165,7 +169,19 @@ def use_json_logs(logger: logging.Logger, **_: object) -> None:
             handler.setFormatter(JsonFormatter())
 
 
+def quiet_beat(sender: Any, **_: object) -> None:
+    """Beat publishes its periodic jobs without ``task-sent`` events.
+
+    With the workers sending no events for them either (``send_events=False``
+    on ``reclaim_expired`` and ``promote_due``), Flower never lists them:
+    otherwise a promotion every few seconds pushes the calls people make off
+    its task list. Other producers keep sending ``task-sent`` events.
+    """
+    sender.app.conf.task_send_sent_event = False
+
+
 after_setup_logger.connect(use_json_logs)
 after_setup_task_logger.connect(use_json_logs)
+beat_init.connect(quiet_beat)
 
 app = create_app()

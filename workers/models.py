@@ -1,7 +1,8 @@
 """What the data-access layer hands back: frozen dataclasses built from documents.
 
-These are the only shapes that leave ``workers.assignments``; tasks turn them
-into JSON results with ``to_result()``.
+These are the only shapes that leave ``workers.store``; tasks turn them
+into JSON results with ``to_result()``. Every answer naming a student gives
+both its ``student_id`` (as handed out) and its ``import_id`` (as imported).
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
 
+from workers.hours import CallingHours
+from workers.student_ids import import_id_of
+
 PENDING = ""
+DO_NOT_CALL = "do_not_call"
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,15 @@ class CallSession:
     retry_rules: tuple[RetryRule, ...] = ()
     callback_grace_seconds: int | None = None
     personal_callbacks: bool = False
+    # The outcomes a completion may record; empty: any outcome.
+    allowed_outcomes: tuple[str, ...] = ()
+    calling_hours: CallingHours | None = None
+    # Raised by every change of the calling hours, so an import can tell that they changed while it ran.
+    hours_version: int = 0
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "CallSession":
+        hours = document.get("calling_hours")
         return cls(
             id=document["_id"],
             name=document.get("name") or document["_id"],
@@ -59,6 +70,9 @@ class CallSession:
             retry_rules=tuple(RetryRule(**rule) for rule in document.get("retry_rules") or ()),
             callback_grace_seconds=document.get("callback_grace_seconds"),
             personal_callbacks=bool(document.get("personal_callbacks")),
+            allowed_outcomes=tuple(document.get("allowed_outcomes") or ()),
+            calling_hours=None if not hours else CallingHours.from_document(hours),
+            hours_version=int(document.get("hours_version") or 0),
         )
 
     @property
@@ -70,8 +84,9 @@ class CallSession:
         return next((rule for rule in self.retry_rules if rule.outcome == outcome), None)
 
     def campaign_result(self, default_grace_seconds: int) -> dict[str, Any]:
-        """The session's campaign settings as the JSON answer of ``set_campaign``."""
-        return {
+        """The session's campaign settings as the JSON answer of ``set_campaign``
+        (``allowed_outcomes`` only when the session has a list)."""
+        result = {
             "status": "ok",
             "call_session_id": self.id,
             "retry_rules": {rule.outcome: {"delay_seconds": rule.delay_seconds, "max_attempts": rule.max_attempts}
@@ -79,6 +94,14 @@ class CallSession:
             "callback_grace_seconds": (default_grace_seconds if self.callback_grace_seconds is None
                                        else self.callback_grace_seconds),
         }
+        if self.allowed_outcomes:
+            result["allowed_outcomes"] = list(self.allowed_outcomes)
+        return result
+
+    def hours_result(self) -> dict[str, Any]:
+        """The session's calling hours as the JSON answer of ``set_calling_hours`` (null: none)."""
+        return {"status": "ok", "call_session_id": self.id,
+                "calling_hours": None if self.calling_hours is None else self.calling_hours.to_document()}
 
 
 @dataclass(frozen=True)
@@ -114,6 +137,7 @@ class Assignment:
             "status": "assigned",
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "student": self.student,
             "assigned_to": self.assigned_to,
             "assignment_token": self.assignment_token,
@@ -182,6 +206,7 @@ class StudentState:
             "status": status,
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "assignment_token": self.assignment_token,
         }
         if self.assigned_to is not None:
@@ -238,6 +263,7 @@ class Completion:
             "status": "completed",
             "call_session_id": self.call_session_id,
             "student_id": self.student_id,
+            "import_id": import_id_of(self.call_session_id, self.student_id),
             "assignment_token": self.assignment_token,
             "outcome": self.outcome,
             "completed_at": _iso(self.completed_at),
@@ -276,6 +302,8 @@ class ImportSummary:
     received: int
     inserted: int
     duplicates: int
+    # Rows not imported because their phone number or student id is on a do-not-call list.
+    suppressed: int = 0
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -285,6 +313,7 @@ class ImportSummary:
             "received": self.received,
             "inserted": self.inserted,
             "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
         }
 
 
@@ -293,8 +322,11 @@ class SessionStats:
     """Counts for one call session.
 
     ``pending`` counts students anyone could be handed now or once due
-    (``scheduled_*`` are waiting for a time and not counted there);
-    ``attempts`` is the number of calls recorded, retries included.
+    (``scheduled_*`` are waiting for a time and not counted there, nor are
+    students ``waiting_for_window``: outside their calling hours);
+    ``attempts`` is the number of calls recorded, retries included;
+    ``suppressed`` counts students on a do-not-call list (final with
+    ``do_not_call``, or held now and final at their completion).
     """
 
     call_session_id: str
@@ -306,11 +338,13 @@ class SessionStats:
     scheduled_callbacks: int = 0
     scheduled_retries: int = 0
     attempts: int = 0
+    waiting_for_window: int = 0
+    suppressed: int = 0
 
     @property
     def total(self) -> int:
         return (self.pending + self.assigned + sum(self.completed.values())
-                + self.scheduled_callbacks + self.scheduled_retries)
+                + self.scheduled_callbacks + self.scheduled_retries + self.waiting_for_window)
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -320,9 +354,11 @@ class SessionStats:
             "total": self.total,
             "pending": self.pending,
             "assigned": self.assigned,
-            "scheduled": self.scheduled_callbacks + self.scheduled_retries,
+            "scheduled": self.scheduled_callbacks + self.scheduled_retries + self.waiting_for_window,
             "scheduled_callbacks": self.scheduled_callbacks,
             "scheduled_retries": self.scheduled_retries,
+            "waiting_for_window": self.waiting_for_window,
+            "suppressed": self.suppressed,
             "completed": sum(self.completed.values()),
             "completed_by_outcome": dict(self.completed),
             "attempts": self.attempts,

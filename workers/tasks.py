@@ -30,9 +30,11 @@ from workers.exceptions import (
 from workers.models import BatchItem
 from workers.session_cache import OpenSessionCache
 from workers.mongo import get_database
+from workers.hours import zone_key
 from workers.validation import (
-    optional_callback, optional_id, require_document, require_id, require_ids, require_int, require_list,
-    require_retry_rules, require_text, require_token,
+    e164, number_zones, optional_callback, optional_id, require_allowed_outcome, require_document, require_id,
+    require_ids, require_int, require_list, require_outcome_list, require_phone, require_retry_rules, require_text,
+    require_token, require_zone,
 )
 
 Result = dict[str, Any]
@@ -160,7 +162,9 @@ def _ms(started: float) -> float:
 
 
 def _store() -> AssignmentStore:
-    return AssignmentStore(get_database(app.settings), app.settings.mongo_batch_operation_timeout_seconds)
+    """The store, with students leaving the pool two promotion intervals before their window's last call."""
+    return AssignmentStore(get_database(app.settings), app.settings.mongo_batch_operation_timeout_seconds,
+                           window_lead_seconds=2 * app.settings.promote_interval_seconds)
 
 
 def _current_request_id() -> str:
@@ -227,7 +231,7 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
     The session's retry rule for the outcome may schedule another attempt;
     ``callback_at`` schedules a callback (for ``callback_assistant`` first,
     if given). The answer says which: ``next`` is ``final``, ``retry`` or
-    ``callback``.
+    ``callback``. A session with a list of outcomes refuses any other.
     """
     started = time.perf_counter()
     session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
@@ -237,8 +241,10 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
                                  app.settings.max_schedule_ahead_seconds)
     request = _current_request_id()
     store = _store()
-    plan = plan_for(_open_sessions.known_session(store, session_id), result, callback,
-                    app.settings.callback_grace_seconds)
+    session = _open_sessions.known_session(store, session_id)
+    if session is not None:
+        require_allowed_outcome("outcome", result, session.allowed_outcomes)
+    plan = plan_for(session, result, callback, app.settings.callback_grace_seconds)
     completion = store.complete(session_id, student, assistant, token, plan, request)
     report("completed", session=session_id, assistant=assistant, student=student, token=token,
            outcome=result, attempt=completion.attempt, next=completion.next, request_id=request,
@@ -319,42 +325,68 @@ def assistant_stats(call_session_id: str) -> Result:
 
 @callqueue_task("callqueue.import_students", queue=BATCH_QUEUE, acks_late=True, reject_on_worker_lost=True)
 def import_students(call_session_id: str, students: list, session_name: str | None = None,
-                    route_by: str | None = None) -> Result:
+                    route_by: str | None = None, zone_by: str | None = None, phone_by: str | None = None) -> Result:
     """Create the session if needed and add the students; running it again adds nothing.
 
     ``route_by`` names the column whose value is each student's routing tag
     (for example ``language``); a student without one is untagged.
+    ``zone_by`` names a column holding the student's IANA time zone and
+    ``phone_by`` one holding its phone number in international form: the
+    zone comes from the zone column, else from the number (phonenumbers'
+    data; a number in several zones is called where all of them are open),
+    else it is unknown. Rows whose number or id is on a do-not-call list are
+    skipped and counted in ``suppressed``.
     """
     started = time.perf_counter()
     session_id = require_id("call_session_id", call_session_id, _limit())
     name = None if session_name is None else require_text("session_name", session_name, _limit())
-    column = optional_id("route_by", route_by, _limit())
-    if column in RESERVED_ROW_KEYS:
-        raise InvalidArgument(f"route_by must name a column of the student, not {column!r}", argument="route_by")
-    rows = [_new_student(index, item, column) for index, item in
-            enumerate(require_list("students", students, app.settings.max_import_students))]
+    columns = {label: _column(label, value) for label, value in
+               (("route_by", route_by), ("zone_by", zone_by), ("phone_by", phone_by))}
+    rows = [_new_student(index, item, columns["route_by"], columns["zone_by"], columns["phone_by"])
+            for index, item in enumerate(require_list("students", students, app.settings.max_import_students))]
     summary = _store().import_students(session_id, name, rows, app.settings.import_chunk_size)
     report("imported", session=session_id, received=summary.received, inserted=summary.inserted,
-           duration_ms=_ms(started))
+           suppressed=summary.suppressed, duration_ms=_ms(started))
     return summary.to_result()
 
 
-def _new_student(index: int, item: Any, route_by: str | None = None) -> NewStudent:
+def _column(label: str, value: Any) -> str | None:
+    """A column name given to the import (``route_by``, ``zone_by``, ``phone_by``): an id, not one of ours."""
+    column = optional_id(label, value, _limit())
+    if column in RESERVED_ROW_KEYS:
+        raise InvalidArgument(f"{label} must name a column of the student, not {column!r}", argument=label)
+    return column
+
+
+def _new_student(index: int, item: Any, route_by: str | None = None, zone_by: str | None = None,
+                 phone_by: str | None = None) -> NewStudent:
     """One import row: ``student_id``, ``priority`` and ``position`` are ours, the rest is the student.
 
     The ``route_by`` column (kept in the student) gives the routing tag; empty or missing is untagged.
+    The ``zone_by`` and ``phone_by`` columns (kept too) give the zone key and the E.164 number.
     """
     label = f"students[{index}]"
     row = require_document(label, item, app.settings.max_student_bytes)
     student = {key: value for key, value in row.items() if key not in RESERVED_ROW_KEYS}
-    tag = None if route_by is None or row.get(route_by) in (None, "") else row[route_by]
+    tag = _cell(row, route_by)
+    zone, phone = _cell(row, zone_by), _cell(row, phone_by)
+    number = None if phone is None else require_phone(f"{label}.{phone_by}", phone)
+    zones = (require_zone(f"{label}.{zone_by}", zone),) if zone is not None else (
+        number_zones(number) if number is not None else ())
     return NewStudent(
         student=student,
         priority=require_int(f"{label}.priority", row.get("priority", 0)),
         position=None if row.get("position") is None else require_int(f"{label}.position", row["position"], 0),
         key=optional_id(f"{label}.student_id", row.get("student_id"), _limit()),
         route=optional_id(f"{label}.{route_by}", tag, _limit()) or "",
+        zone=zone_key(zones),
+        phone=None if number is None else e164(number),
     )
+
+
+def _cell(row: dict[str, Any], column: str | None) -> Any:
+    """The row's value in ``column``; None for no column, a missing cell, null or empty."""
+    return None if column is None or row.get(column) in (None, "") else row[column]
 
 
 @callqueue_task("callqueue.set_lease")
@@ -380,15 +412,19 @@ def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignme
     return state.to_result("renewed")
 
 
-@callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True)
+# Beat's periodic jobs send no task events (nor, from beat, task-sent events: workers.app.quiet_beat), so that
+# Flower's task list shows the calls people make, not a promotion every few seconds; their work is logged and
+# counted (``reclaimed``, ``promoted``), and a failure is logged by the worker as any task's.
+@callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True, send_events=False)
 def reclaim_expired() -> Result:
     """Return every student whose lease ran out to the pool (run by beat)."""
     return _beat_job_result("reclaimed", _store().reclaim_expired())
 
 
-@callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True)
+@callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True, send_events=False)
 def promote_due() -> Result:
-    """Return students whose callback or retry time has come to the pool (run by beat)."""
+    """Return students whose callback, retry or window time has come to the pool, and move students whose
+    calling-hours window is about to close out of it (run by beat)."""
     return _beat_job_result("promoted", _store().promote_due())
 
 
@@ -401,12 +437,14 @@ def _beat_job_result(event: str, count: int) -> Result:
 
 @callqueue_task("callqueue.set_campaign")
 def set_campaign(call_session_id: str, retry_rules: dict | None = None,
-                 callback_grace_seconds: int | None = None) -> Result:
-    """Set the session's retry rules by outcome and/or its personal-callback grace period.
+                 callback_grace_seconds: int | None = None, allowed_outcomes: list | None = None) -> Result:
+    """Set the session's retry rules by outcome, its personal-callback grace period and/or its outcomes.
 
     ``retry_rules`` replaces all rules (``{}`` removes them), for example
-    ``{"no_answer": {"delay_seconds": 7200, "max_attempts": 3}}``; an
-    argument left out (or null) keeps what the session has.
+    ``{"no_answer": {"delay_seconds": 7200, "max_attempts": 3}}``;
+    ``allowed_outcomes`` (``["reached", "no_answer"]``) makes completions
+    with any other outcome refused (``[]`` allows any again); an argument
+    left out (or null) keeps what the session has.
     """
     session_id = require_id("call_session_id", call_session_id, _limit())
     rules = None if retry_rules is None else require_retry_rules(
@@ -414,7 +452,9 @@ def set_campaign(call_session_id: str, retry_rules: dict | None = None,
         app.settings.max_attempts_limit)
     grace = None if callback_grace_seconds is None else require_int(
         "callback_grace_seconds", callback_grace_seconds, 0, app.settings.max_schedule_ahead_seconds)
-    session = _store().set_campaign(session_id, rules, grace)
+    outcomes = None if allowed_outcomes is None else require_outcome_list(
+        allowed_outcomes, _limit(), app.settings.max_outcomes)
+    session = _store().set_campaign(session_id, rules, grace, outcomes)
     report("campaign_set", session=session_id, rules=len(session.retry_rules))
     return session.campaign_result(app.settings.callback_grace_seconds)
 
@@ -507,3 +547,6 @@ def _batch_item(index: int, item: Any) -> BatchItem:
         callback=optional_callback(f"{label}.", item.get("callback_at"), item.get("callback_assistant"), _limit(),
                                    app.settings.max_schedule_ahead_seconds),
     )
+
+
+from workers import calling_tasks  # noqa: E402,F401 - registers the calling-hours and do-not-call tasks

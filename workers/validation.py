@@ -8,10 +8,16 @@ Each check raises a ``Rejected`` subclass that names the argument.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+import phonenumbers
+from phonenumbers import timezone as phone_timezone
+
 from workers.exceptions import InvalidArgument, Rejected, TooLarge
+from workers.hours import (
+    DEFAULT_LAST_CALL_SECONDS, DEFAULT_ZONE, UNKNOWN_ZONE_POLICIES, WEEKDAYS, CallingHours, is_zone, parse_range,
+)
 from workers.models import Callback, RetryRule
 
 MAX_NESTING_DEPTH = 8
@@ -164,6 +170,21 @@ def _retry_rule(outcome: str, rule: Any, max_id_length: int, max_delay_seconds: 
                      require_int(f"{label}.max_attempts", rule["max_attempts"], 1, max_attempts))
 
 
+def require_outcome_list(value: Any, max_id_length: int, max_outcomes: int) -> tuple[str, ...]:
+    """``allowed_outcomes``: a list of outcome ids (``require_ids``), without repeats; ``[]`` removes the list."""
+    if isinstance(value, list) and not value:
+        return ()
+    return require_ids("allowed_outcomes", value, max_id_length, max_outcomes)
+
+
+def require_allowed_outcome(name: str, outcome: str, allowed: tuple[str, ...]) -> str:
+    """``outcome`` if the session allows it: any outcome when ``allowed`` is empty (no list), else one of them."""
+    if allowed and outcome not in allowed:
+        raise InvalidArgument(f"{name} {outcome!r} is not one of this session's outcomes: {', '.join(allowed)}",
+                              argument=name, allowed_outcomes=list(allowed))
+    return outcome
+
+
 def _check_keys(name: str, value: Any, depth: int) -> None:
     if depth > MAX_NESTING_DEPTH:
         raise InvalidArgument(f"{name} is nested deeper than {MAX_NESTING_DEPTH} levels", argument=name)
@@ -187,3 +208,123 @@ def _check_keys(name: str, value: Any, depth: int) -> None:
 def _type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean",
             int: "integer", float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+CALLING_HOURS_KEYS = frozenset({"days", "holidays", "default_zone", "unknown_zone", "callbacks_outside_hours",
+                                "last_call_seconds"})
+
+
+def require_calling_hours(value: Any, max_ranges_per_day: int, max_holidays: int) -> CallingHours:
+    """A session's calling hours (see ``workers.hours``); every fault names the argument ``calling_hours``.
+
+    ``{"days": {"mon": ["09:00-20:00"], ...}, "holidays": ["2026-12-25"], "default_zone": "America/New_York",
+    "unknown_zone": "default_zone" | "not_called", "callbacks_outside_hours": false, "last_call_seconds": 60}``.
+    A weekday left out has no calling hours; ranges of one day may not overlap.
+    """
+    try:
+        return _calling_hours(value, max_ranges_per_day, max_holidays)
+    except Rejected as exc:
+        raise type(exc)(exc.message, argument="calling_hours") from None
+
+
+def _calling_hours(value: Any, max_ranges_per_day: int, max_holidays: int) -> CallingHours:
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"calling_hours must be an object or null, got {_type_name(value)}")
+    unknown = set(value) - CALLING_HOURS_KEYS
+    if unknown:
+        raise InvalidArgument(f"calling_hours has unknown fields {sorted(map(str, unknown))}")
+    days = value.get("days")
+    if not isinstance(days, dict) or set(days) - set(WEEKDAYS):
+        raise InvalidArgument(f"calling_hours.days must be an object whose keys are among {', '.join(WEEKDAYS)}")
+    ranges = tuple(_day_ranges(name, days.get(name) or [], max_ranges_per_day) for name in WEEKDAYS)
+    holidays = value.get("holidays") or []
+    if not isinstance(holidays, list):
+        raise InvalidArgument("calling_hours.holidays must be a list of dates such as 2026-12-25")
+    if len(holidays) > max_holidays:
+        raise TooLarge(f"calling_hours.holidays has {len(holidays)} dates, more than {max_holidays}")
+    policy = value.get("unknown_zone", DEFAULT_ZONE)
+    if policy not in UNKNOWN_ZONE_POLICIES:
+        raise InvalidArgument(f"calling_hours.unknown_zone must be one of {', '.join(UNKNOWN_ZONE_POLICIES)}")
+    outside = value.get("callbacks_outside_hours", False)
+    if not isinstance(outside, bool):
+        raise InvalidArgument("calling_hours.callbacks_outside_hours must be true or false")
+    return CallingHours(
+        days=ranges,
+        default_zone=require_zone("calling_hours.default_zone", value.get("default_zone")),
+        holidays=frozenset(_holiday(index, day) for index, day in enumerate(holidays)),
+        unknown_zone=policy,
+        callbacks_outside_hours=outside,
+        last_call_seconds=require_int("calling_hours.last_call_seconds",
+                                      value.get("last_call_seconds", DEFAULT_LAST_CALL_SECONDS), 0, 3600),
+    )
+
+
+def _day_ranges(name: str, value: Any, max_ranges: int) -> tuple[tuple[int, int], ...]:
+    label = f"calling_hours.days.{name}"
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{label} must be a list of ranges such as \"09:00-20:00\"")
+    if len(value) > max_ranges:
+        raise TooLarge(f"{label} has {len(value)} ranges, more than {max_ranges}")
+    parsed = []
+    for index, text in enumerate(value):
+        if not isinstance(text, str) or len(text) > 32:
+            raise InvalidArgument(f"{label}[{index}] must be a string such as \"09:00-20:00\"")
+        try:
+            parsed.append(parse_range(text))
+        except ValueError as exc:
+            raise InvalidArgument(f"{label}[{index}]: {exc}") from None
+    ordered = sorted(parsed)
+    for (_, end), (start, _) in zip(ordered, ordered[1:]):
+        if start < end:
+            raise InvalidArgument(f"{label} has overlapping ranges")
+    return tuple(ordered)
+
+
+def _holiday(index: int, value: Any) -> date:
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise InvalidArgument(f"calling_hours.holidays[{index}] must be a date such as 2026-12-25")
+
+
+def require_zone(name: str, value: Any) -> str:
+    """An IANA time zone name this worker knows (``America/Chicago``); anything else is refused."""
+    if not isinstance(value, str) or not is_zone(value):
+        shown = value if isinstance(value, str) else _type_name(value)
+        raise InvalidArgument(f"{name} must be an IANA time zone such as America/Chicago, got {shown!r:.80}",
+                              argument=name)
+    return value
+
+
+def require_phone(name: str, value: Any) -> phonenumbers.PhoneNumber:
+    """A phone number in international form (``+12125550100``, spaces and dashes allowed), parsed."""
+    text = require_text(name, value, 64)
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_possible_number(number):
+        raise InvalidArgument(f"{name} must be a phone number in international form such as +12125550100, "
+                              f"got {text!r:.80}", argument=name)
+    return number
+
+
+def e164(number: phonenumbers.PhoneNumber) -> str:
+    """The number in E.164 (``+12125550100``)."""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def number_zones(number: phonenumbers.PhoneNumber) -> tuple[str, ...]:
+    """The zones phonenumbers' data places the number in (only those this worker knows; () if none)."""
+    return tuple(zone for zone in phone_timezone.time_zones_for_number(number) if is_zone(zone))
+
+
+def require_phones(name: str, value: Any, max_items: int) -> tuple[str, ...]:
+    """A list of phone numbers (see ``require_phone``), as E.164, without repeats, in order."""
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{name} must be a list of phone numbers, got {_type_name(value)}", argument=name)
+    if len(value) > max_items:
+        raise TooLarge(f"{name} has {len(value)} items, more than {max_items}", argument=name)
+    return tuple(dict.fromkeys(e164(require_phone(f"{name}[{index}]", item)) for index, item in enumerate(value)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from devstack.processes import free_port
 from devstack.servers import PROJECT_ROOT
 from devstack.stack import Stack
 
@@ -167,3 +169,91 @@ def test_complete_next_saves_and_hands_out_the_next_one_and_waits_for_a_schedule
     last = save_and_next(waited["next"], "reached")
     assert last["next"] == {"status": "exhausted", "call_session_id": session_id, "reason": "none_left",
                             "next_due_at": None, "scheduled": 0, "held_by_others": 0}
+
+
+def test_complete_takes_the_id_as_imported_and_an_unknown_id_names_the_forms_tried(
+        stack: Stack, server_env: dict[str, str], session_id: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "students.csv"
+    csv_file.write_text("student_id,name\ns2,Eve\n")
+    assert producers(server_env, "import", str(csv_file), "--session", session_id).returncode == 0
+    assigned = json.loads(producers(server_env, "next", "--session", session_id, "--assistant", "alice").stdout)
+    assert (assigned["student_id"], assigned["import_id"]) == (f"{session_id}:s2", "s2")
+
+    holder = ("--session", session_id, "--assistant", "alice", "--token", str(assigned["assignment_token"]))
+    unknown = producers(server_env, "complete", *holder, "--student", "s9", "--outcome", "reached")
+    assert unknown.returncode == 2 and json.loads(unknown.stdout)["error"]["code"] == "unknown_student"
+    assert f"student 's9' is not in call session '{session_id}' (tried as the import's id, stored as " \
+           f"'{session_id}:s9')" in json.loads(unknown.stdout)["error"]["message"]
+    done = producers(server_env, "complete", *holder, "--student", "s2", "--outcome", "reached")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["student_id"] == f"{session_id}:s2"
+    assert json.loads(done.stdout)["import_id"] == "s2"
+
+
+def timed_cli(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m producers ARGS`` and its wall time, in seconds."""
+    started = time.monotonic()
+    finished = subprocess.run([sys.executable, "-m", "producers", *args], capture_output=True, text=True,
+                              timeout=120, cwd=PROJECT_ROOT, env={**env, "PYTHONPATH": PROJECT_ROOT})
+    return finished, time.monotonic() - started
+
+
+def test_a_dead_redis_is_reported_within_the_client_timeout_naming_its_url_without_the_password() -> None:
+    dead = f"redis://:hunter2@127.0.0.1:{free_port()}"
+    env = {**os.environ, "CELERY_BROKER_URL": f"{dead}/0", "CELERY_RESULT_BACKEND": f"{dead}/1",
+           "CALLQUEUE_CLIENT_TIMEOUT_SECONDS": "4"}
+    _, startup = timed_cli(env, "stats", "--help")  # the interpreter and imports, without a call
+
+    failed, seconds = timed_cli(env, "stats", "--session", "any")
+
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    error = json.loads(failed.stdout)["error"]
+    assert error["code"] == "BrokerUnavailable"
+    masked = dead.replace("hunter2", "**")
+    assert f"running at {masked}/0 (CELERY_BROKER_URL) and {masked}/1 (CELERY_RESULT_BACKEND)" in error["message"]
+    assert "hunter2" not in failed.stdout + failed.stderr and "must be restarted" not in error["message"]
+    assert seconds - startup < 4
+
+
+def test_without_broker_urls_the_cli_says_what_to_set_instead_of_trying_a_default_redis() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_")}
+    refused, _ = timed_cli(env, "next", "--session", "any", "--assistant", "alice")
+    assert refused.returncode == 3
+    error = json.loads(refused.stdout)["error"]
+    assert error["code"] == "ConfigurationError"
+    assert error["message"].startswith("CELERY_BROKER_URL and CELERY_RESULT_BACKEND are not set")
+
+
+def test_calling_hours_zones_and_do_not_call_from_the_command_line(stack: Stack, server_env: dict[str, str],
+                                                                  session_id: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "students.csv"
+    csv_file.write_text("student_id,name,tz,phone\nA1,Ann,Pacific/Kiritimati,+1 212 555 0101\n"
+                        "B2,Bo,,+1 312 555 0102\nC3,Cy,,\n")
+    imported = producers(server_env, "import", str(csv_file), "--session", session_id, "--zone-by", "tz",
+                         "--phone-by", "phone")
+    assert imported.returncode == 0, imported.stderr
+    assert (json.loads(imported.stdout)["inserted"], json.loads(imported.stdout)["suppressed"]) == (3, 0)
+    today = datetime.now(timezone.utc).date()
+    holidays = [arg for offset in (-1, 0, 1) for arg in ("--holiday", (today + timedelta(days=offset)).isoformat())]
+    hours = producers(server_env, "hours", "--session", session_id, "--day", "mon-sun=00:00-24:00", "--zone", "UTC",
+                      "--unknown-zone", "not_called", *holidays)
+    assert hours.returncode == 0, hours.stdout + hours.stderr
+    answer = json.loads(hours.stdout)["calling_hours"]
+    assert answer["days"]["wed"] == ["00:00-24:00"] and answer["unknown_zone"] == "not_called"
+    stats = json.loads(producers(server_env, "stats", "--session", session_id, "--json").stdout)
+    assert (stats["waiting_for_window"], stats["pending"]) == (3, 0)  # a holiday everywhere, Cy never
+    table = producers(server_env, "stats", "--session", session_id).stdout
+    assert "waiting for their calling hours" in table
+
+    suppressed = producers(server_env, "suppress", "--number", "+12125550101", "--session", session_id)
+    assert json.loads(suppressed.stdout)["do_not_call"] == 1
+    listed = json.loads(producers(server_env, "suppressed", "--session", session_id).stdout)
+    assert [entry["value"] for entry in listed["entries"]] == ["+12125550101"]
+    again = producers(server_env, "import", str(csv_file), "--session", session_id, "--phone-by", "phone")
+    assert (json.loads(again.stdout)["suppressed"], json.loads(again.stdout)["duplicates"]) == (1, 2)
+    removed = producers(server_env, "unsuppress", "--number", "+1 212 555 0101", "--session", session_id)
+    assert json.loads(removed.stdout)["removed"] == 1
+    removed_hours = producers(server_env, "hours", "--session", session_id, "--none")
+    assert json.loads(removed_hours.stdout)["calling_hours"] is None
+    bad = producers(server_env, "hours", "--session", session_id, "--day", "mon=25:00-26:00", "--zone", "UTC")
+    assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["code"] == "invalid_argument"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import requests
 
 from devstack.servers import PROJECT_ROOT, RedisServer
 
@@ -38,16 +42,22 @@ def summary_figure(output: str, label: str) -> str:
 
 
 def assert_campaign_summary(output: str, students: int) -> None:
-    """Some calls were retried and some called back (by the assistant who asked), and in the end every
-    student has exactly one final outcome, with every attempt in its history."""
+    """Some calls were retried and some called back (by the assistant who asked); every student on the
+    do-not-call list was skipped; every student whose zone was open has exactly one final outcome, with every
+    attempt in its history; the rest wait for their calling hours; no claim fell outside them."""
     retries = int(summary_figure(output, "retries scheduled (no_answer, 2 s later)"))
     callbacks = int(summary_figure(output, "callbacks scheduled"))
     kept, asked = map(int, summary_figure(output, "taken by the assistant who asked").split(" of "))
     assert retries > 0 and callbacks > 0 and kept == asked == callbacks
-    assert int(summary_figure(output, "calls recorded (attempts)")) == students + retries + callbacks
-    assert int(summary_figure(output, "students with a final outcome")) == students
+    final = int(summary_figure(output, "students with a final outcome"))
+    assert int(summary_figure(output, "calls recorded (attempts)")) == final + retries + callbacks
+    skipped = int(summary_figure(output, "skipped at import (do-not-call list)"))
+    waiting = int(summary_figure(output, "waiting for their calling hours (zone closed)"))
+    assert skipped == students // 100 and int(summary_figure(output, "students")) == students - skipped
+    assert waiting > 0 and final > 0 and final + waiting == students - skipped  # some zones closed, some open
+    assert int(summary_figure(output, "completed")) == final
     for label in ("still pending", "still waiting for a retry or callback", "students given two final outcomes",
-                  "attempts not matching the history"):
+                  "attempts not matching the history", "claims outside the student's calling hours"):
         assert summary_figure(output, label) == "0", label
 
 
@@ -56,9 +66,9 @@ def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
                               capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env=demo_env())
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
-    assert re.search(r"completed\s*│\s*300\b", finished.stdout)
     assert re.search(r"Flower: http://127\.0\.0\.1:\d+/tasks", finished.stdout)
     assert re.search(r"Supervisor dashboard: http://127\.0\.0\.1:\d+/session\?id=demo-\d+", finished.stdout)
+    assert re.search(r"Asia/Tokyo\s*│\s*\d\d:\d\d local\s*│\s*(open|closed)", finished.stdout)
     assert_campaign_summary(finished.stdout, students=300)
     started = pids_in(finished.stdout)
     assert len(started) == 7  # mongod, redis-server, two worker pools, beat, Flower, the dashboard
@@ -72,13 +82,39 @@ def test_demo_on_a_three_member_replica_set_reports_no_double_handouts_and_stops
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert len(re.findall(r"MongoDB replica set rs0, member \d", finished.stdout)) == 3
     assert re.search(r"students handed to two assistants\s*│\s*0\b", finished.stdout)
-    assert re.search(r"completed\s*│\s*300\b", finished.stdout)
+    assert_campaign_summary(finished.stdout, students=300)
     started = pids_in(finished.stdout)
     assert len(started) == 9  # three mongod members, redis-server, two worker pools, beat, Flower, the dashboard
     assert not [pid for pid in started if alive(pid)]
 
 
-def test_ctrl_c_stops_every_process_the_demo_started() -> None:
+def pasted(output: str, command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``command`` run by bash after the held demo's ``cd`` and ``export`` lines, as a person pastes them into a
+    new shell (in another folder, with none of the demo's variables and no PYTHONPATH)."""
+    lines = [line for line in output.splitlines() if line.startswith(("cd ", "export "))]
+    shell_env = {key: value for key, value in demo_env().items() if key not in ("PYTHONPATH", *DEMO_VARIABLES)}
+    return subprocess.run(["bash", "-c", "\n".join([*lines, command])], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=shell_env)
+
+
+def assert_the_exports_reach_the_stack(output: str, tmp_path: Path) -> None:
+    """The printed stats command answers for the demo's session through the pasted exports; Flower's API
+    answers with the printed login (and only with it), and lists the demo's calls but none of beat's jobs."""
+    session = re.search(r"summary of (demo-\d+)", output).group(1)
+    stats = next(line for line in output.splitlines() if re.search(r" -m producers stats --session ", line))
+    answered = pasted(output, f"{stats} --json", tmp_path)
+    assert answered.returncode == 0, answered.stdout + answered.stderr
+    assert (json.loads(answered.stdout)["call_session_id"], json.loads(answered.stdout)["completed"]) == (session, 50)
+    flower = dict(re.findall(r"(FLOWER_URL|FLOWER_BASIC_AUTH)=(\S+)", output))
+    login = tuple(flower["FLOWER_BASIC_AUTH"].split(":", 1))
+    assert requests.get(f"{flower['FLOWER_URL']}/api/workers", timeout=10).status_code == 401
+    tasks = requests.get(f"{flower['FLOWER_URL']}/api/tasks", auth=login, timeout=10).json()
+    names = {task["name"] for task in tasks.values()}
+    assert "callqueue.assign_next_student" in names
+    assert not names & {"callqueue.promote_due", "callqueue.reclaim_expired"}, names
+
+
+def test_the_held_demo_hands_over_its_exports_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     demo = subprocess.Popen([sys.executable, "-m", "devstack", "demo", "--students", "50", "--assistants", "3",
                              "--hold"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=PROJECT_ROOT, env=demo_env())
@@ -89,6 +125,7 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
             output += demo.stdout.readline()
         started = pids_in(output)
         assert len(started) == 7 and all(alive(pid) for pid in started)
+        assert_the_exports_reach_the_stack(output, tmp_path)
         demo.send_signal(signal.SIGINT)
         output += demo.communicate(timeout=120)[0]
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -65,6 +66,13 @@ def session_fingerprint(database: Database, session_id: str) -> str:
     for document in database.call_session_students.find({"call_session_id": session_id}, sort=[("_id", 1)]):
         digest.update(bson.encode(document))
     return digest.hexdigest()
+
+
+def beat_job_succeeded(worker_log: str, task_name: str, after: str = "") -> bool:
+    """Did the worker whose log this is run beat's ``task_name`` to success (after the last line holding
+    ``after``, when given)? Flower does not list beat's jobs, which send no task events; the log does."""
+    since = worker_log.rsplit(after, 1)[-1] if after else worker_log
+    return re.search(rf"Task {re.escape(task_name)}\[[^\]]+\] succeeded", since) is not None
 
 
 def hold_unacked_message(connect: Callable[[str], Connection], transport: str, queue_name: str) -> Connection:

@@ -12,7 +12,7 @@ from celery.result import AsyncResult
 from producers.client import AssignmentClient
 from tests.contract import TASKS, ContractViolation, check_progress
 from tests.integration.helpers import seed
-from workers.exceptions import MissingArgument
+from workers.exceptions import InvalidArgument, MissingArgument
 
 
 def test_an_answer_outside_the_contract_fails_the_test_that_received_it(
@@ -102,3 +102,44 @@ def test_assistant_stats_answers_each_assistants_hold_and_calls_in_the_contract_
     assert (rows["ann"]["calls_today"], rows["ann"]["calls_last_hour"], rows["ann"]["holding"]) == (1, 1, None)
     assert rows["ann"]["outcomes_today"] == {"reached": 1} and rows["ann"]["average_call_seconds"] >= 0
     assert rows["bob"]["holding"]["student_id"] == held.student_id and rows["bob"]["calls_today"] == 0
+
+
+def test_calling_hours_and_do_not_call_answers_fit_the_contract(client: AssignmentClient, session_id: str) -> None:
+    """set_calling_hours (set and removed), stats with students waiting for their window, a callback refused
+    outside the hours, suppress, list_suppressed page by page, unsuppress, and an import that skips."""
+    rows = [{"student_id": f"s{n}", "tz": zone, "phone": f"+1 212 555 010{n}"}
+            for n, zone in enumerate(["Pacific/Kiritimati", "Etc/GMT+12", "America/Chicago"])]
+    imported = client.call("callqueue.import_students", call_session_id=session_id, students=rows,
+                           zone_by="tz", phone_by="phone")
+    assert (imported["inserted"], imported["suppressed"]) == (3, 0)
+    hours = {"days": {day: ["00:00-24:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+             "default_zone": "UTC", "holidays": [
+                 (datetime.now(timezone.utc) + timedelta(days=offset)).date().isoformat() for offset in (-1, 0, 1)]}
+    answer = client.call("callqueue.set_calling_hours", call_session_id=session_id, calling_hours=hours)
+    assert answer["calling_hours"]["default_zone"] == "UTC"
+    stats = client.call("callqueue.session_stats", call_session_id=session_id)
+    assert stats["waiting_for_window"] >= 1 and stats["pending"] + stats["waiting_for_window"] == 3
+    assert client.call("callqueue.set_calling_hours", call_session_id=session_id, calling_hours=None)[
+        "calling_hours"] is None
+    held = client.call("callqueue.assign_next_student", call_session_id=session_id, assistant_id="maria")
+    client.call("callqueue.set_calling_hours", call_session_id=session_id, calling_hours=hours)
+    time.sleep(1.5)  # completions read the session's hours from the workers' session cache (1 s here)
+    with pytest.raises(InvalidArgument) as refused:
+        client.call("callqueue.complete_student", call_session_id=session_id, student_id=held["student_id"],
+                    assistant_id="maria", outcome="call_later", assignment_token=held["assignment_token"],
+                    callback_at=(datetime.now(timezone.utc) + timedelta(hours=1)).isoformat())
+    assert datetime.fromisoformat(refused.value.details["next_allowed"]) > datetime.now(timezone.utc)
+    suppressed = client.call("callqueue.suppress", call_session_id=session_id,
+                             numbers=["+12125550101", "+1 212 555 0102"], student_ids=[held["student_id"]])
+    assert (suppressed["added"], suppressed["still_held"]) == (3, 1)
+    pages, after = [], None
+    while True:
+        page = client.call("callqueue.list_suppressed", call_session_id=session_id, after=after, limit=2)
+        pages.append(page["entries"])
+        if (after := page["next"]) is None:
+            break
+    assert [len(entries) for entries in pages] == [2, 1]
+    assert [entry["kind"] for entries in pages for entry in entries] == ["number", "number", "student"]
+    assert client.call("callqueue.unsuppress", call_session_id=session_id, numbers=["+12125550101"])["removed"] == 1
+    again = client.call("callqueue.import_students", call_session_id=session_id, students=rows, phone_by="phone")
+    assert (again["inserted"], again["duplicates"], again["suppressed"]) == (0, 1, 2)

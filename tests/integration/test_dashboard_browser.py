@@ -16,12 +16,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import pytest
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -43,11 +43,16 @@ T = TypeVar("T")
 
 
 def poll(read: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
+    """``read`` until ``done`` accepts it; a read that meets an element the live update just replaced reads again."""
     deadline = time.monotonic() + DEADLINE_SECONDS
     while True:
-        value = read()
-        if done(value):
-            return value
+        try:
+            value = read()
+        except StaleElementReferenceException as exc:
+            value = exc  # type: ignore[assignment]
+        else:
+            if done(value):
+                return value
         if time.monotonic() > deadline:
             pytest.fail(f"{what} not reached within {DEADLINE_SECONDS:.0f}s; last value: {value!r}")
         time.sleep(0.2)
@@ -152,7 +157,7 @@ def test_the_sessions_page_changes_live_while_20_assistants_work(site: Site, bro
     log_in(browser, site, "boss", f"/?q={site.session_id}")
     assert site.passwords["boss"] not in browser.current_url + browser.page_source
     browser.execute_script("window.__sameDocument = 'yes'")
-    before = figure(browser, site.session_id, "completed")
+    before = poll(lambda: figure(browser, site.session_id, "completed"), lambda _: True, "the completed count")
     logs: list[AssistantLog] = []
     work = threading.Thread(target=lambda: logs.extend(run_assistants(
         settings, site.session_id, [f"assistant-{n:02d}" for n in range(20)],
@@ -177,8 +182,8 @@ def test_the_sessions_page_changes_live_while_20_assistants_work(site: Site, bro
 def test_the_session_page_shows_who_holds_whom_and_the_chart(site: Site, browser: WebDriver,
                                                              artifacts_dir: Path) -> None:
     browser.get(site.url(f"/session?id={site.session_id}"))
-    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="bob"]')
-    assert row.find_element(By.CSS_SELECTOR, ".student-name").text == "Plain Student"
+    poll(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="bob"] .student-name').text,
+         lambda name: name == "Plain Student", "bob holding Plain Student")
     bars = poll(lambda: [float(bar.get_attribute("height"))
                          for bar in browser.find_elements(By.CSS_SELECTOR, "#completions-chart rect.bar")],
                 lambda heights: any(height > 0 for height in heights), "a completion bar in the chart")
@@ -192,9 +197,11 @@ def test_the_session_page_shows_who_holds_whom_and_the_chart(site: Site, browser
 def test_hostile_student_names_are_shown_as_text_and_never_run(site: Site, browser: WebDriver) -> None:
     browser.get(site.url(f"/session?id={site.session_id}"))
     poll(lambda: browser.find_element(By.ID, "live-state").text, lambda text: text == "live", "a live update")
-    held = {row.get_attribute("data-assistant"): row.find_element(By.CSS_SELECTOR, ".holding .student-name").text
-            for row in browser.find_elements(By.CSS_SELECTOR, "#assistants-table tr[data-assistant]")
-            if row.get_attribute("data-assistant") in ("alice", "mallory")}
+    held = poll(lambda: {row.get_attribute("data-assistant"): row.find_element(By.CSS_SELECTOR,
+                                                                            ".holding .student-name").text
+                         for row in browser.find_elements(By.CSS_SELECTOR, "#assistants-table tr[data-assistant]")
+                         if row.get_attribute("data-assistant") in ("alice", "mallory")},
+                lambda names: names == {"alice": IMG_PAYLOAD, "mallory": SCRIPT_PAYLOAD}, "the hostile names")
     assert held == {"alice": IMG_PAYLOAD, "mallory": SCRIPT_PAYLOAD}
     assert browser.find_elements(By.CSS_SELECTOR, "#assistants-table img") == []
     no_script_ran(browser)
@@ -203,7 +210,8 @@ def test_hostile_student_names_are_shown_as_text_and_never_run(site: Site, brows
 def test_an_admin_logs_an_assistant_off_and_the_page_shows_it(site: Site, browser: WebDriver,
                                                               settings: Settings) -> None:
     browser.get(site.url(f"/session?id={site.session_id}"))
-    browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="bob"] button.release-assistant').click()
+    poll(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="bob"] button.release-assistant').click(),
+         lambda _: True, "the log-off button clicked")
     flash = poll(lambda: browser.find_elements(By.ID, "flash"), bool, "the action's message")[0].text
     assert flash == "released 1 student(s) held by bob"
     poll(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="bob"] td.holding').text,

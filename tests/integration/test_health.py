@@ -42,11 +42,13 @@ def test_health_reports_every_component_up_with_the_workers_of_both_queues(
     checks = checks_by_component(result)
     assert json.loads(result.output)["healthy"] is True
     assert set(checks) == {"mongodb", "mongodb durability", "redis broker", "redis result backend",
-                           f"queue {ASSIGNMENTS_QUEUE}", f"queue {BATCH_QUEUE}"}
+                           f"queue {ASSIGNMENTS_QUEUE}", f"queue {BATCH_QUEUE}", "worker clocks"}
     assert all(check["ok"] for check in checks.values())
     assert [name for name, check in checks.items() if check["warning"]] == ["mongodb durability"]  # standalone
     assert worker_named(stack, ASSIGNMENTS_QUEUE) in checks[f"queue {ASSIGNMENTS_QUEUE}"]["detail"]
     assert worker_named(stack, BATCH_QUEUE) in checks[f"queue {BATCH_QUEUE}"]["detail"]
+    for queue in (ASSIGNMENTS_QUEUE, BATCH_QUEUE):  # each worker reports its clock within the bound
+        assert worker_named(stack, queue) in checks["worker clocks"]["detail"]
 
 
 def test_health_table_lists_both_queues_as_up(stack: Stack, server_env: dict[str, str]) -> None:

@@ -33,8 +33,8 @@ from workers.exceptions import InvalidArgument, NotHolder, UnknownStudent
 
 # task name -> (parameters in order, statuses of an accepted call)
 TASKS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
-    "callqueue.import_students": (("call_session_id", "students", "session_name", "route_by"),
-                                  frozenset({"imported"})),
+    "callqueue.import_students": (("call_session_id", "students", "session_name", "route_by", "zone_by",
+                                   "phone_by"), frozenset({"imported"})),
     "callqueue.assign_next_student": (("call_session_id", "assistant_id", "request_id", "skills"),
                                       frozenset({"assigned", "exhausted"})),
     "callqueue.complete_student": (("call_session_id", "student_id", "assistant_id", "outcome", "assignment_token",
@@ -54,8 +54,13 @@ TASKS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "callqueue.complete_batch": (("items",), frozenset({"done"})),
     "callqueue.close_session": (("call_session_id", "outcome", "force"), frozenset({"closed"})),
     "callqueue.reopen_session": (("call_session_id",), frozenset({"open"})),
-    "callqueue.set_campaign": (("call_session_id", "retry_rules", "callback_grace_seconds"), frozenset({"ok"})),
+    "callqueue.set_campaign": (("call_session_id", "retry_rules", "callback_grace_seconds", "allowed_outcomes"),
+                               frozenset({"ok"})),
     "callqueue.promote_due": ((), frozenset({"ok"})),
+    "callqueue.set_calling_hours": (("call_session_id", "calling_hours"), frozenset({"ok"})),
+    "callqueue.suppress": (("call_session_id", "numbers", "student_ids"), frozenset({"suppressed"})),
+    "callqueue.unsuppress": (("call_session_id", "numbers", "student_ids"), frozenset({"unsuppressed"})),
+    "callqueue.list_suppressed": (("call_session_id", "after", "limit"), frozenset({"ok"})),
 }
 REJECTION_CODES = frozenset({
     "invalid_argument", "missing_argument", "too_large", "unknown_session", "session_closed", "unknown_student",
@@ -67,6 +72,8 @@ DEEP_ENOUGH_TO_ENCODE = 600
 IN_A_MONTH = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
 TEN_THOUSAND = 10_000
 MILLION = 1_000_000
+VALID_HOURS = {"days": {"mon": ["09:00-20:00"], "sat": ["10:00-16:00"]}, "holidays": ["2026-12-25"],
+               "default_zone": "America/New_York", "unknown_zone": "not_called"}
 
 # (task, field) for every id, token and text field a caller sends; "[0]" is the first import row or batch item.
 ID_FIELDS: list[tuple[str, str]] = [
@@ -106,6 +113,12 @@ ID_FIELDS: list[tuple[str, str]] = [
     ("callqueue.complete_batch", "items[0].callback_assistant"),
     ("callqueue.complete_and_next", "call_session_id"),
     ("callqueue.complete_and_next", "request_id"),
+    ("callqueue.import_students", "zone_by"),
+    ("callqueue.import_students", "phone_by"),
+    ("callqueue.set_calling_hours", "call_session_id"),
+    ("callqueue.suppress", "call_session_id"),
+    ("callqueue.unsuppress", "call_session_id"),
+    ("callqueue.list_suppressed", "call_session_id"),
 ]
 TOKEN_FIELDS: list[tuple[str, str]] = [
     ("callqueue.complete_student", "assignment_token"),
@@ -118,6 +131,14 @@ TOKEN_FIELDS: list[tuple[str, str]] = [
     ("callqueue.assign_next_student", "skills"),
     ("callqueue.complete_and_next", "assignment_token"),
     ("callqueue.complete_and_next", "skills"),
+    ("callqueue.set_calling_hours", "calling_hours"),
+    ("callqueue.suppress", "numbers"),
+    ("callqueue.suppress", "student_ids"),
+    ("callqueue.unsuppress", "numbers"),
+    ("callqueue.list_suppressed", "after"),
+    ("callqueue.list_suppressed", "limit"),
+    ("callqueue.import_students", "students[0].tz"),
+    ("callqueue.import_students", "students[0].phone"),
 ]
 TEXT_FIELDS: list[tuple[str, str]] = [("callqueue.import_students", "session_name")]
 
@@ -169,7 +190,9 @@ def base_call(task: str, seeded: Seeded) -> dict[str, Any]:
             "assignment_token": held.assignment_token}
     return copy.deepcopy({
         "callqueue.import_students": {"call_session_id": session, "session_name": "Evening", "route_by": "language",
-                                      "students": [{"student_id": "new-1", "name": "New", "language": "es"}]},
+                                      "zone_by": "tz", "phone_by": "phone",
+                                      "students": [{"student_id": "new-1", "name": "New", "language": "es",
+                                                    "tz": "America/Chicago", "phone": "+1 312 555 0100"}]},
         "callqueue.assign_next_student": {"call_session_id": session, "assistant_id": "bob",
                                           "request_id": f"{session}-bob-1", "skills": ["es", "fr"]},
         "callqueue.complete_student": {**hold, "outcome": "call_back", "callback_at": IN_A_MONTH,
@@ -189,6 +212,11 @@ def base_call(task: str, seeded: Seeded) -> dict[str, Any]:
         "callqueue.set_campaign": {"call_session_id": session, "callback_grace_seconds": 60,
                                    "retry_rules": {"no_answer": {"delay_seconds": 60, "max_attempts": 2}}},
         "callqueue.promote_due": {},
+        "callqueue.set_calling_hours": {"call_session_id": session, "calling_hours": VALID_HOURS},
+        "callqueue.suppress": {"call_session_id": session, "numbers": ["+12125550100"],
+                               "student_ids": [held.student_id]},
+        "callqueue.unsuppress": {"call_session_id": session, "numbers": ["+12125550100"], "student_ids": None},
+        "callqueue.list_suppressed": {"call_session_id": session, "after": None, "limit": 10},
     }[task])
 
 
@@ -315,6 +343,20 @@ def plausible(seeded: Seeded) -> dict[str, st.SearchStrategy[Any]]:
                                              "max_attempts": st.integers(0, 4)}), JSON_VALUES),
             max_size=2)),
         "callback_grace_seconds": st.one_of(st.none(), st.integers(-1, 600)),
+        "zone_by": st.one_of(st.none(), st.sampled_from(["tz", "name", "student_id", "$tz"])),
+        "phone_by": st.one_of(st.none(), st.sampled_from(["phone", "name", "priority"])),
+        "calling_hours": st.one_of(st.none(), st.just(VALID_HOURS), st.fixed_dictionaries(
+            {"days": st.dictionaries(st.sampled_from(["mon", "sun", "xyz"]), st.lists(st.sampled_from(
+                ["09:00-20:00", "25:00-26:00", "20:00-09:00", "10:00-12:00", "11:00-13:00", ""]), max_size=3)),
+             "default_zone": st.sampled_from(["America/Chicago", "Mars/Base", "localtime", "../../etc/passwd"])},
+            optional={"holidays": st.lists(st.sampled_from(["2026-12-25", "2026-02-30", "x"]), max_size=2),
+                      "unknown_zone": st.sampled_from(["default_zone", "not_called", "guess"])})),
+        "numbers": st.one_of(st.none(), st.lists(st.sampled_from(
+            ["+12125550100", "+1 312 555 0100", "555-0100", "+1", "hello", "$ne"]), max_size=3)),
+        "student_ids": st.one_of(st.none(), st.lists(st.one_of(students, st.sampled_from(["other:s1", "$ne"])),
+                                                     max_size=3)),
+        "after": st.one_of(st.none(), st.sampled_from(["number:+1", "student:", "$ne"])),
+        "limit": st.one_of(st.integers(-1, 2000), st.just(100)),
     }
 
 
@@ -518,6 +560,71 @@ def test_student_ids_of_sessions_sharing_a_prefix_never_collide(client: Assignme
     assert client.stats(f"{base}:b").pending == 1
     held = client.assign_next(f"{base}:b", "alice")
     assert held is not None and held.student["name"] == "In the second session"
+
+
+# -- calling hours, zones, phone numbers and do-not-call lists ----------------------------------------------------
+
+
+@pytest.mark.parametrize("hours, code", [
+    ({"days": {"mon": ["25:00-26:00"]}, "default_zone": "UTC"}, "invalid_argument"),
+    ({"days": {"mon": ["09:00-12:00", "11:30-13:00"]}, "default_zone": "UTC"}, "invalid_argument"),
+    ({"days": {"mon": ["20:00-09:00"]}, "default_zone": "UTC"}, "invalid_argument"),
+    ({"days": {"mon": [f"{h:02d}:00-{h:02d}:30" for h in range(9)]}, "default_zone": "UTC"}, "too_large"),
+    ({"days": {"mon": ["09:00-20:00"]}, "default_zone": "Mars/Olympus_Mons"}, "invalid_argument"),
+    ({"days": {"mon": ["09:00-20:00"]}, "default_zone": "../../../etc/passwd"}, "invalid_argument"),
+    ({"days": {"mon": ["09:00-20:00"]}, "default_zone": "UTC", "holidays": ["2026-12-25"] * 501}, "too_large"),
+    ({"days": {"mon": ["09:00-20:00"]}}, "invalid_argument"),
+    ("09:00-20:00", "invalid_argument"),
+], ids=["25h", "overlapping", "reversed", "nine-ranges", "unknown-zone", "path-zone", "holidays", "no-zone", "text"])
+def test_malformed_calling_hours_are_refused_and_change_nothing(hostile: PrivateStack, client: AssignmentClient,
+                                                                seeded: Seeded, hours: Any, code: str) -> None:
+    before = fingerprint(hostile.database)
+    answer = hostile.call(client, "callqueue.set_calling_hours",
+                          kwargs={"call_session_id": seeded.session_id, "calling_hours": hours})
+    error = rejection_whole(answer)
+    assert (error["code"], error["details"]["argument"]) == (code, "calling_hours"), error
+    assert fingerprint(hostile.database) == before
+
+
+@pytest.mark.parametrize("column, value", [
+    ("tz", "Mars/Olympus_Mons"), ("tz", "../../etc/passwd"), ("tz", "localtime"), ("tz", 42),
+    ("phone", "212-555-0100"), ("phone", "+1"), ("phone", "call me maybe"), ("phone", 12125550100),
+])
+def test_bad_zones_and_unparsable_phone_numbers_refuse_the_whole_import(
+        hostile: PrivateStack, client: AssignmentClient, seeded: Seeded, column: str, value: Any) -> None:
+    rows = [{"student_id": "fine", "tz": "America/Chicago", "phone": "+13125550100"},
+            {"student_id": "bad", "tz": "Europe/Paris", "phone": "+33142685300", column: value}]
+    before = fingerprint(hostile.database)
+    answer = hostile.call(client, "callqueue.import_students", kwargs={
+        "call_session_id": seeded.session_id, "students": rows, "zone_by": "tz", "phone_by": "phone"})
+    error = rejection_whole(answer)
+    assert (error["code"], error["details"]["argument"]) == ("invalid_argument", f"students[1].{column}"), error
+    assert fingerprint(hostile.database) == before
+
+
+def test_oversized_or_malformed_suppression_lists_are_refused_and_change_nothing(
+        hostile: PrivateStack, client: AssignmentClient, seeded: Seeded) -> None:
+    limit = hostile.settings.max_suppression_entries
+    numbers = [f"+1212{n:07d}" for n in range(limit + 1)]
+    calls = [
+        ("too_large", "numbers", {"numbers": numbers}),
+        ("too_large", "student_ids", {"call_session_id": seeded.session_id,
+                                      "student_ids": [f"{seeded.session_id}:x{n}" for n in range(limit + 1)]}),
+        ("too_large", "numbers", {"call_session_id": seeded.session_id, "numbers": numbers[:limit // 2 + 1],
+                                  "student_ids": [f"{seeded.session_id}:x{n}" for n in range(limit // 2 + 1)]}),
+        ("invalid_argument", "numbers[1]", {"numbers": ["+12125550100", "555-0100"]}),
+        ("invalid_argument", "numbers", {"numbers": []}),
+        ("invalid_argument", "student_ids", {"student_ids": [seeded.held.student_id]}),
+        ("invalid_argument", "student_ids", {"call_session_id": seeded.session_id, "student_ids": ["other:s1"]}),
+    ]
+    for task in ("callqueue.suppress", "callqueue.unsuppress"):
+        for code, argument, kwargs in calls:
+            before = fingerprint(hostile.database)
+            error = rejection_whole(hostile.call(client, task, kwargs=kwargs))
+            assert (error["code"], error["details"]["argument"]) == (code, argument), (task, argument, error)
+            assert fingerprint(hostile.database) == before
+    error = rejection_whole(hostile.call(client, "callqueue.list_suppressed", kwargs={"limit": 1_000_000}))
+    assert error["code"] == "invalid_argument"
 
 
 # -- sizes --------------------------------------------------------------------------------------------------------

@@ -19,11 +19,10 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pytest
 import redis
@@ -37,7 +36,7 @@ from devstack.servers import MongoServer, RedisServer, project_env
 from devstack.stack import ServersStack, StackOptions
 from devstack.tls import TlsFiles, make_certificates
 from producers.client import AssignmentClient
-from tests.integration.helpers import hold_unacked_message, poll, students, take_message
+from tests.integration.helpers import beat_job_succeeded, hold_unacked_message, poll, students, take_message
 from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
 from workers.transport import TLS_TRANSPORT
 
@@ -176,7 +175,7 @@ def test_import_claim_complete_and_batch_jobs_work_over_tls(worked_session: str)
     assert worked_session.startswith("tls-")  # the fixture did the work and checked every answer
 
 
-def test_flower_sees_the_workers_and_the_tasks_of_clients_and_beat(tls_stack: ServersStack,
+def test_flower_sees_the_workers_and_the_tasks_of_clients_and_the_workers_run_beats(tls_stack: ServersStack,
                                                                  worked_session: str) -> None:
     assert tls_stack.stack is not None and tls_stack.stack.flower is not None
     api = f"{tls_stack.stack.flower.url}/api"
@@ -184,11 +183,13 @@ def test_flower_sees_the_workers_and_the_tasks_of_clients_and_beat(tls_stack: Se
     alive = poll(lambda: requests.get(f"{api}/workers", params={"status": "true"}, timeout=10).json(),
                  lambda found: all(found.get(name) for name in names), DEADLINE_SECONDS)
     assert all(alive.get(name) for name in names), alive
-    for task_name in ("callqueue.assign_next_student", "callqueue.complete_batch", "callqueue.close_session",
-                      RECLAIM_TASK):
+    for task_name in ("callqueue.assign_next_student", "callqueue.complete_batch", "callqueue.close_session"):
         succeeded = poll(lambda: requests.get(f"{api}/tasks", params={"taskname": task_name, "state": "SUCCESS"},
                                               timeout=10).json(), bool, DEADLINE_SECONDS)
         assert succeeded, f"Flower saw no successful {task_name}"
+    worker = next(worker for worker in tls_stack.stack.workers if worker.queue == ASSIGNMENTS_QUEUE)
+    assert poll(lambda: beat_job_succeeded(worker.process.log_path.read_text(errors="replace"), RECLAIM_TASK),
+                bool, DEADLINE_SECONDS), f"the worker ran no {RECLAIM_TASK} sent by beat"
     lengths = requests.get(f"{api}/queues/length", timeout=10)
     assert lengths.status_code == 200, lengths.text
     assert {queue["name"] for queue in lengths.json()["active_queues"]} == {ASSIGNMENTS_QUEUE, BATCH_QUEUE}

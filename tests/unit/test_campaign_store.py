@@ -13,7 +13,8 @@ from workers.models import Assignment, BatchItem, CallSession, Callback, RetryRu
 from workers.store import (
     CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes, plan_for, utcnow,
 )
-from workers.store.campaigns import due_filter, promotion_update
+from workers.hours import placement
+from workers.store.windows import Group, due_filter, placement_update
 from workers.store.documents import CLAIM_ORDER, WAKE_INDEX, claim_filter, claim_lanes
 
 TAGS = ("es", "fr", "de", "pt", "it")
@@ -190,11 +191,16 @@ def test_promotion_reads_only_due_waiting_students_through_its_index(store: Assi
     for number in range(40):
         held = claim(store, "s", f"a{number}", f"r{number}", skills=TAGS, now=now - timedelta(seconds=60))
         complete(store, held, "no_answer", now=now - timedelta(seconds=60 if number < 25 else 30))
-    update = {"q": due_filter(now), "u": promotion_update(now), "multi": True}
+    found = engine_database[STUDENTS].find(due_filter(now)).explain()  # the $match that groups the due students
+    assert WAKE_INDEX in str(found["queryPlanner"]["winningPlan"])
+    assert found["executionStats"]["nReturned"] == 25
+    assert found["executionStats"]["totalDocsExamined"] == 25 and found["executionStats"]["totalKeysExamined"] <= 26
+    decision = placement(None, "", now, 0)
+    update = {"q": {**due_filter(now), **Group("s", "").match()}, "u": placement_update(now, decision, True),
+              "multi": True}
     plan = engine_database.command("explain", {"update": STUDENTS, "updates": [update]},
                                    verbosity="executionStats")
     assert WAKE_INDEX in str(plan["queryPlanner"]["winningPlan"])
-    assert "COLLSCAN" not in str(plan["queryPlanner"]["winningPlan"])
     stats = plan["executionStats"]
     assert stats["executionStages"]["nWouldModify"] == 25
     assert stats["totalDocsExamined"] == 25 and stats["totalKeysExamined"] <= 26

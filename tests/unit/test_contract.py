@@ -23,10 +23,15 @@ from workers.figures import AssistantFigures, Hold, start_of_day
 from workers.models import (
     Assignment, CallSession, Completion, Exhausted, ImportSummary, RetryRule, SessionStats, StudentState,
 )
-from workers.validation import require_document, require_id, require_moment, require_text, require_token
+from workers.store.suppressions import SuppressionSummary
+from workers.validation import (
+    require_calling_hours, require_document, require_id, require_moment, require_text, require_token,
+)
 
 NOW = datetime(2026, 11, 28, 8, 30, tzinfo=timezone.utc)
 DEFAULTS = Settings()
+HOURS = require_calling_hours({"days": {"mon": ["09:00-20:00"], "sat": ["10:00-16:00:30"]}, "holidays": ["2026-12-25"],
+                               "default_zone": "America/New_York"}, 8, 500)
 
 
 def registered() -> dict[str, Any]:
@@ -47,7 +52,7 @@ def accepted(check: Any, *args: Any) -> bool:
 
 def test_every_schema_is_draft_2020_12_and_its_id_names_its_file() -> None:
     files = schema_files()
-    assert len(files) == 1 + 16 + 19
+    assert len(files) == 1 + 20 + 23
     for path in files:
         document = json.loads(path.read_text())
         Draft202012Validator.check_schema(document)
@@ -95,6 +100,17 @@ def test_argument_limits_are_those_of_the_default_settings() -> None:
     assert grace["maximum"] == DEFAULTS.max_schedule_ahead_seconds
     assert str(DEFAULTS.callback_grace_seconds) in schema("arguments/set_campaign.schema.json")[
         "properties"]["callback_grace_seconds"]["description"]
+    outcomes = schema("arguments/set_campaign.schema.json")["properties"]["allowed_outcomes"]["oneOf"][0]
+    assert outcomes["maxItems"] == DEFAULTS.max_outcomes
+    hours = common["calling_hours"]["properties"]
+    assert hours["days"]["properties"]["mon"]["maxItems"] == DEFAULTS.max_ranges_per_day
+    assert hours["holidays"]["maxItems"] == DEFAULTS.max_holidays
+    for task in ("suppress", "unsuppress"):
+        for name in ("numbers", "student_ids"):
+            entries = schema(f"arguments/{task}.schema.json")["properties"][name]["oneOf"][0]
+            assert entries["maxItems"] == DEFAULTS.max_suppression_entries
+    assert schema("arguments/list_suppressed.schema.json")["properties"]["limit"]["maximum"] \
+        == DEFAULTS.max_suppression_page
 
 
 def test_rejection_codes_are_exactly_the_codes_the_workers_raise() -> None:
@@ -154,6 +170,18 @@ def example_results() -> list[tuple[str, dict[str, Any]]]:
                              83.25, NOW),
             AssistantFigures("bob")))),
         ("callqueue.assistant_stats", assistant_stats_answer(())),
+        ("callqueue.import_students", ImportSummary("s1", False, 5, 2, 1, 2).to_result()),
+        ("callqueue.session_stats",
+         SessionStats("s1", "open", 1, 0, {"do_not_call": 2}, (), 0, 0, 3, 4, 2).to_result()),
+        ("callqueue.set_calling_hours", CallSession("s1", "s1", "open", NOW, calling_hours=HOURS).hours_result()),
+        ("callqueue.set_calling_hours", CallSession("s1", "s1", "open", NOW).hours_result()),
+        ("callqueue.suppress", SuppressionSummary("s1", added=2, students_marked=2, do_not_call=1, still_held=1)
+         .to_result("suppressed")),
+        ("callqueue.suppress", SuppressionSummary("*", added=1).to_result("suppressed")),
+        ("callqueue.unsuppress", SuppressionSummary("*", removed=1).to_result("unsuppressed")),
+        ("callqueue.list_suppressed", {"status": "ok", "call_session_id": None, "next": "number:+12125550100",
+                                       "entries": [{"kind": "number", "value": "+12125550100",
+                                                    "added_at": NOW.isoformat()}]}),
         ("callqueue.assign_next_student", {"status": "rejected", "error": InvalidArgument("no", argument="x").to_error()}),
         ("callqueue.assign_next_student", Exhausted("s1", "scheduled", later, 3, 1).to_result()),
         ("callqueue.assign_next_student", Exhausted("s1", "none_left").to_result()),

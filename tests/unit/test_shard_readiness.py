@@ -21,11 +21,15 @@ from pymongo.database import Database
 
 from devstack.servers import MongoServer
 from workers.exceptions import NotHolder, RequestConflict
+from workers.hours import WEEKDAYS
 from workers.models import Callback, RetryRule
 from workers.store import STUDENTS, AssignmentStore, NewStudent, ensure_indexes, plan_for, utcnow
 from workers.store.documents import REQUEST_INDEX, RETIRED_REQUEST_INDEX, SESSIONS
+from workers.validation import require_calling_hours
 
 SHARD_KEY = "call_session_id"
+ALWAYS_OPEN = require_calling_hours({"days": {day: ["00:00-24:00"] for day in WEEKDAYS}, "default_zone": "UTC",
+                                     "callbacks_outside_hours": True}, 8, 500)
 
 
 class Recorder(monitoring.CommandListener):
@@ -123,12 +127,14 @@ def test_every_operation_of_the_get_next_path_names_its_session(
     store, recorder, _ = recorded
     store.import_students("s", None, [NewStudent({"n": n}, key=f"k{n}") for n in range(3)])
     store.set_campaign("s", (RetryRule("no_answer", 60, 3),), None)
+    store.set_calling_hours("s", ALWAYS_OPEN)  # so a callback's completion reads the student's zone too
     recorder.commands.clear()
 
     the_get_next_path(store)
 
     kinds = {name for name, _ in recorder.commands}
     assert {"findAndModify", "find", "aggregate", "update"} <= kinds, kinds
+    assert any(command.get("projection") == {"zone": 1} for _, command in recorder.commands)  # the callback's
     unscoped = [(name, selector) for name, command in recorder.commands for selector in filters(name, command)
                 if not isinstance(selector.get(SHARD_KEY), str)]
     assert unscoped == [], unscoped

@@ -10,8 +10,11 @@ gathers its stages, one module each, by the stage of a student's life:
   reopening it, statistics;
 * ``leases``: lease lengths, heartbeats, reclaiming expired holds, log-off;
 * ``batch``: completing many students in one job;
-* ``campaigns``: retry rules and callback grace of a session, and promoting
-  students whose callback or retry time has come;
+* ``campaigns``: retry rules, callback grace and calling hours of a session;
+* ``windows``: calling hours on MongoDB's clock: promoting students whose
+  callback, retry or window time has come, moving students out of the pool
+  before their window closes, placing students by their zone's window;
+* ``suppressions``: do-not-call lists, and ending the students they name.
 * ``supervision``: read only, what a supervisor sees (sessions at a glance,
   assistants, callbacks due, latest events), each query on a named index;
 * ``waiting``: read only, why a press found nobody and when it could next
@@ -23,7 +26,10 @@ outcome is final or the student is scheduled again.
 ``durability`` states the write concern, read concern and read preference of
 every operation and is the one place driver errors become callqueue errors;
 ``documents`` holds the indexes and the shapes of documents and updates.
-Every public method returns frozen dataclasses from ``workers.models`` (or
+Every time the store writes or compares is MongoDB's clock (``$$NOW`` in
+pipeline updates and filters, or the primary's time read once before an
+indexed range: ``WindowStage.server_now``), never the worker's; the ``now``
+parameters exist for tests. Every public method returns frozen dataclasses from ``workers.models`` (or
 ``None``) and raises ``Rejected`` or ``StoreUnavailable`` subclasses.
 """
 
@@ -33,7 +39,7 @@ from workers.store.batch import BatchStage
 from workers.store.campaigns import CampaignStage
 from workers.store.claim import ClaimStage
 from workers.store.documents import (
-    ASSIGNMENT_FIELDS, CLAIM_INDEX, SESSIONS, STUDENTS, NewStudent, ensure_indexes, utcnow,
+    ASSIGNMENT_FIELDS, CLAIM_INDEX, SESSIONS, STUDENTS, SUPPRESSIONS, NewStudent, ensure_indexes, utcnow,
 )
 from workers.store.leases import LeaseStage
 from workers.store.outcomes import CompletionPlan, plan_for
@@ -42,8 +48,8 @@ from workers.store.supervision import SupervisionStage
 from workers.store.waiting import WaitingStage
 
 __all__ = [
-    "ASSIGNMENT_FIELDS", "CLAIM_INDEX", "SESSIONS", "STUDENTS", "AssignmentStore", "CompletionPlan", "NewStudent",
-    "plan_for",
+    "ASSIGNMENT_FIELDS", "CLAIM_INDEX", "SESSIONS", "STUDENTS", "SUPPRESSIONS", "AssignmentStore", "CompletionPlan",
+    "NewStudent", "plan_for",
     "ensure_indexes", "utcnow",
 ]
 

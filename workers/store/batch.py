@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping
 
 from pymongo import UpdateOne
 
-from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession, UnknownStudent
+from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession
 from workers.models import PENDING, BatchItem, CallSession, StudentState
-from workers.store.base import StoreStage
-from workers.store.documents import Progress, chunks, held_filter, utcnow, why_not_held
-from workers.store.outcomes import already_recorded, completion_update, not_recorded_since_last_claim, plan_for
+from workers.store.base import unknown_student
+from workers.store.documents import Progress, chunks, clock, held_filter, why_not_held
+from workers.store.outcomes import (
+    CompletionPlan, already_recorded, completion_update, not_recorded_since_last_claim, plan_for,
+)
 from workers.store.durability import translating_driver_errors
+from workers.store.windows import WindowStage
+from workers.student_ids import id_forms, import_id_of
+from workers.validation import require_allowed_outcome
 
 
-class BatchStage(StoreStage):
+class BatchStage(WindowStage):
     """Completing many students at once, each write guarded like a single completion."""
 
     @translating_driver_errors
@@ -29,11 +35,14 @@ class BatchStage(StoreStage):
         token needs the current holder and token; an item without them only
         completes a student nobody holds, so a live assignment is never
         overwritten. Each item follows its session's retry rules and may carry
-        a callback, like ``complete``. Items whose student already has that
+        a callback, like ``complete``; an item whose outcome its session's list
+        does not allow is refused and writes nothing. Items name their student
+        by either form of its id (``workers.student_ids``). Items whose student already has that
         outcome (final, or as its latest attempt since it was last claimed)
         report ``unchanged``, so running the job again counts no attempt twice.
+        An item whose callback falls outside its student's calling hours gets
+        its own ``invalid_argument`` (unless its session allows it).
         """
-        now = now or utcnow()
         results: list[dict[str, Any]] = []
         progress(0, len(items))
         for chunk in chunks(items, chunk_size):
@@ -42,26 +51,80 @@ class BatchStage(StoreStage):
             time.sleep(pause_seconds)
         return results
 
-    def _complete_chunk(self, chunk: list[BatchItem], job_id: str, default_grace_seconds: int,
-                        now: datetime) -> list[dict[str, Any]]:
+    def _complete_chunk(self, given: list[BatchItem], job_id: str, default_grace_seconds: int,
+                        now: datetime | None) -> list[dict[str, Any]]:
         """Read the chunk's sessions (their rules), one bulk write, then a recheck of each item's student."""
         with self.bulk_deadline():
+            chunk = self._resolved(given)
             sessions = {document["_id"]: CallSession.from_document(document) for document in self.sessions.find(
                 {"_id": {"$in": list({item.call_session_id for item in chunk})}})}
-            plans = [plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
-                     for item in chunk]
-            personal = {item.call_session_id for item, plan in zip(chunk, plans) if plan.marks_session}
+            refused = {item.index: error for item in chunk
+                       if (error := _outcome_refused(sessions.get(item.call_session_id), item)) is not None}
+            allowed = [item for item in chunk if item.index not in refused]
+            planned = self._checked_plans(allowed, [
+                plan_for(sessions.get(item.call_session_id), item.outcome, item.callback, default_grace_seconds)
+                for item in allowed])
+            refused.update({item.index: plan for item, plan in planned if not isinstance(plan, CompletionPlan)})
+            writable = [(item, plan) for item, plan in planned if isinstance(plan, CompletionPlan)]
+            personal = {item.call_session_id for item, plan in writable if plan.marks_session}
             if personal:
                 self.note_personal_callbacks(sorted(personal))
             writes = [UpdateOne(_batch_filter(item), completion_update(
-                plan, item.assistant_id, item.assignment_token, item.request_id(job_id), now))
-                for item, plan in zip(chunk, plans)]
-            self.students.bulk_write(writes, ordered=False)
+                plan, item.assistant_id, item.assignment_token, item.request_id(job_id), clock(now)))
+                for item, plan in writable]
+            if writes:
+                self.students.bulk_write(writes, ordered=False)
             documents = {d["_id"]: d for d in self.students_recheck.find(
-                {"_id": {"$in": [item.student_id for item in chunk]}})}
-            for session_id in {item.call_session_id for item in chunk} & set(sessions):
+                {"_id": {"$in": [item.student_id for item, _ in writable]}})}
+            for session_id in {item.call_session_id for item, _ in writable} & set(sessions):
                 self.settle_if_closed(session_id, now)
-        return [_batch_result(item, documents.get(item.student_id), job_id, set(sessions)) for item in chunk]
+        return [{"index": item.index, "student_id": original.student_id, "status": "rejected",
+                 "error": refused[item.index].to_error()} if item.index in refused
+                else _batch_result(item, original, documents.get(item.student_id), job_id, set(sessions))
+                for item, original in zip(chunk, given)]
+
+    def _resolved(self, items: list[BatchItem]) -> list[BatchItem]:
+        """Each item naming its student by stored id: the first of its id's forms that exists (see
+        ``workers.student_ids``; one read, only for ids with two forms). An id naming no student is kept
+        as given, and refused as unknown."""
+        forms = [id_forms(item.call_session_id, item.student_id) for item in items]
+        two_forms = [form for item_forms in forms if len(item_forms) > 1 for form in item_forms]
+        existing = {document["_id"] for document in self.students.find(
+            {"_id": {"$in": two_forms}}, {"_id": 1})} if two_forms else set()
+        return [replace(item, student_id=item_forms[0] if len(item_forms) == 1
+                        else next((form for form in item_forms if form in existing), item.student_id))
+                for item, item_forms in zip(items, forms)]
+
+
+    def _checked_plans(self, chunk: list[BatchItem], plans: list[CompletionPlan]
+                       ) -> list[tuple[BatchItem, CompletionPlan | Rejected]]:
+        """Each item's plan, or the rejection of a callback outside its student's calling hours."""
+        checked = [(item, plan) for item, plan in zip(chunk, plans)]
+        asking = [item.student_id for item, plan in checked if plan.callback is not None and plan.hours is not None]
+        if not asking:
+            return list(checked)
+        zones = {document["_id"]: document.get("zone") or "" for document in self.students.find(
+            {"_id": {"$in": asking}}, {"zone": 1})}
+        result: list[tuple[BatchItem, CompletionPlan | Rejected]] = []
+        for item, plan in checked:
+            if item.student_id in zones and plan.callback is not None and plan.hours is not None:
+                try:
+                    plan = self.callback_plan(plan, zones[item.student_id], f"items[{item.index}].callback_at")
+                except Rejected as exc:
+                    result.append((item, exc))
+                    continue
+            result.append((item, plan))
+        return result
+
+
+def _outcome_refused(session: CallSession | None, item: BatchItem) -> Rejected | None:
+    """The rejection of an item whose outcome its session's list does not allow (nothing is written for it)."""
+    try:
+        require_allowed_outcome(f"items[{item.index}].outcome", item.outcome,
+                                () if session is None else session.allowed_outcomes)
+    except Rejected as exc:
+        return exc
+    return None
 
 
 def _batch_filter(item: BatchItem) -> dict[str, Any]:
@@ -71,19 +134,22 @@ def _batch_filter(item: BatchItem) -> dict[str, Any]:
             "filter_status": PENDING, "assigned_to": None, **not_recorded_since_last_claim(item.outcome)}
 
 
-def _batch_result(item: BatchItem, document: Mapping[str, Any] | None, job_id: str,
+def _batch_result(item: BatchItem, given: BatchItem, document: Mapping[str, Any] | None, job_id: str,
                   known_sessions: set[str]) -> dict[str, Any]:
-    """Whether this item's write landed, had landed before, or why it could not."""
+    """Whether this item's write landed, had landed before, or why it could not.
+
+    ``item`` names the student by its stored id, ``given`` as the caller wrote it.
+    """
     result: dict[str, Any] = {"index": item.index, "student_id": item.student_id}
     if document is None or document["call_session_id"] != item.call_session_id:
-        error = (UnknownStudent(f"student {item.student_id!r} is not in call session {item.call_session_id!r}")
-                 if item.call_session_id in known_sessions
+        error = (unknown_student(item.call_session_id, given.student_id) if item.call_session_id in known_sessions
                  else UnknownSession(f"call session {item.call_session_id!r} does not exist"))
-        return {**result, "status": "rejected", "error": error.to_error()}
+        return {"index": item.index, "student_id": given.student_id, "status": "rejected", "error": error.to_error()}
+    completed = {**result, "import_id": import_id_of(item.call_session_id, item.student_id), "status": "completed"}
     if any(entry.get("request_id") == item.request_id(job_id) for entry in document.get("history", [])):
-        return {**result, "status": "completed", "unchanged": False}
+        return {**completed, "unchanged": False}
     if already_recorded(document, item.outcome):
-        return {**result, "status": "completed", "unchanged": True}
+        return {**completed, "unchanged": True}
     return {**result, "status": "rejected", "error": _why_batch_refused(item, document).to_error()}
 
 

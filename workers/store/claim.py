@@ -22,6 +22,14 @@ assigned students makes MongoDB itself refuse to give one assistant a second
 student: that claim fails with a duplicate-key error, changes nothing, and the
 assistant gets back the student they already hold.
 
+Calling hours add nothing to read either: a student outside its window is
+in the scheduled lane, and the filter also requires that the student's
+window has not closed (``$$NOW`` before its ``window_closes_at``), which
+keeps the rule even while nothing moves students out of the pool.
+
+Every time the claim writes (``assigned_at``, the lease's expiry, the
+history) or compares is MongoDB's own ``$$NOW``, never this process's clock.
+
 Durability: the claim is acknowledged by a majority of the replica set before
 its answer leaves the worker, and the reads that explain a refused claim are
 rechecks (see ``workers.store.durability``), so no answer names a claim that
@@ -38,10 +46,10 @@ from pymongo.errors import DuplicateKeyError
 
 from workers.exceptions import RequestAlreadyServed, RequestConflict
 from workers.models import PENDING, Assignment, CallSession, Completion, StudentState
-from workers.store.base import StoreStage
+from workers.store.windows import WindowStage
 from workers.store.documents import (
-    ASSIGNMENT_FIELDS, CLAIM_INDEX, CLAIM_ORDER, STATE_FIELDS, claim_filter, claim_lanes, claim_update, ending_hold_update,
-    held_filter, utcnow,
+    ASSIGNMENT_FIELDS, CLAIM_INDEX, CLAIM_ORDER, claim_filter, claim_lanes, claim_update, clock,
+    ending_hold_update,
 )
 from workers.store.outcomes import CompletionPlan, completion_update
 from workers.store.durability import translating_driver_errors
@@ -49,7 +57,7 @@ from workers.store.durability import translating_driver_errors
 CLAIM_ATTEMPTS = 3
 
 
-class ClaimStage(StoreStage):
+class ClaimStage(WindowStage):
     """Claiming a student, and completing or releasing the student one holds."""
 
     @translating_driver_errors
@@ -77,7 +85,7 @@ class ClaimStage(StoreStage):
         lanes = claim_lanes(assistant_id, skills, personal=session.personal_callbacks)
         for _attempt in range(CLAIM_ATTEMPTS):
             try:
-                document = self._claim(session, assistant_id, request_id, lanes, now or utcnow())
+                document = self._claim(session, assistant_id, request_id, lanes, clock(now))
             except DuplicateKeyError:
                 answer = self._earlier_answer(session.id, assistant_id, request_id)
                 if answer is not None:
@@ -89,10 +97,10 @@ class ClaimStage(StoreStage):
         return self._held_by(session.id, assistant_id, request_id)
 
     def _claim(self, session: CallSession, assistant_id: str, request_id: str, lanes: list[str],
-               now: datetime) -> Mapping[str, Any] | None:
+               now: Any) -> Mapping[str, Any] | None:
         """The one atomic claim: match a pending, unassigned student in one of ``lanes`` and take it."""
         return self.students.find_one_and_update(
-            claim_filter(session.id, lanes, request_id),
+            claim_filter(session.id, lanes, request_id, now),
             claim_update(assistant_id, request_id, now, session.lease_seconds),
             sort=CLAIM_ORDER,
             projection=ASSIGNMENT_FIELDS,
@@ -146,24 +154,25 @@ class ClaimStage(StoreStage):
                  plan: CompletionPlan, request_id: str, now: datetime | None = None) -> Completion:
         """Record a call's outcome for a student held by ``assistant_id`` under ``token``.
 
+        ``student_id`` is the id handed out or the import's id (``workers.student_ids``).
+
         One atomic update whose filter requires the current holder and token,
         so a stale holder's late write can never land. The same update counts
         the attempt and decides, from that count, whether the outcome is final
         or the student is scheduled again (``workers.store.outcomes``). A
         repeat of the same completion (same assistant, token and outcome)
-        returns the same answer.
+        returns the same answer. A callback outside the student's calling
+        hours is refused with ``invalid_argument`` naming the next allowed
+        time, unless the session allows it (then a read of the student's zone
+        comes first; only for a callback in a session with calling hours).
         """
-        now = now or utcnow()
+        plan = self.check_callback(session_id, student_id, plan)
+        now_expr = clock(now)
         if plan.marks_session:
             self.note_personal_callbacks([session_id])
-        document = self.students.find_one_and_update(
-            held_filter(session_id, student_id, assistant_id, token),
-            completion_update(plan, assistant_id, token, request_id, now),
-            projection=STATE_FIELDS,
-            return_document=ReturnDocument.AFTER,
-        )
-        if document is None:
-            document = self.refusal("completed", session_id, student_id, assistant_id, token, plan.outcome)
+        document, _landed = self.held_write("completed", session_id, student_id, assistant_id, token,
+                                            completion_update(plan, assistant_id, token, request_id, now_expr),
+                                            plan.outcome)
         completion = Completion.from_entry(document, document["history"][-1])
         if not completion.final:
             self.settle_if_closed(session_id, now)  # the session closed meanwhile: no more attempts
@@ -172,16 +181,10 @@ class ClaimStage(StoreStage):
     @translating_driver_errors
     def release(self, session_id: str, student_id: str, assistant_id: str, token: int,
                 request_id: str, now: datetime | None = None) -> StudentState:
-        """Give a held student back to the pool (pending, unassigned)."""
-        now = now or utcnow()
-        document = self.students.find_one_and_update(
-            held_filter(session_id, student_id, assistant_id, token),
-            ending_hold_update("released", request_id, now, bump_token=False),
-            projection=STATE_FIELDS,
-            return_document=ReturnDocument.AFTER,
-        )
-        if document is None:
-            return StudentState.from_document(
-                self.refusal("released", session_id, student_id, assistant_id, token, None))
-        self.settle_if_closed(session_id, now)
+        """Give a held student back to the pool (pending, unassigned); either form of ``student_id``; one on a
+        do-not-call list ends final."""
+        document, landed = self.held_write("released", session_id, student_id, assistant_id, token,
+                                           ending_hold_update("released", request_id, clock(now), bump_token=False))
+        if landed:
+            self.settle_if_closed(session_id, now)
         return StudentState.from_document(document)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -17,11 +17,14 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from workers.exceptions import AlreadyCompleted, NotAssigned, NotHolder, Rejected, StaleToken
-from workers.models import PENDING, StudentState
+from workers.hours import FOREVER
+from workers.models import DO_NOT_CALL, PENDING, StudentState
+from workers.student_ids import handed_out_id
 from workers.store.durability import WRITE_CONCERN, translating_driver_errors
 
 SESSIONS = "call_sessions"
 STUDENTS = "call_session_students"
+SUPPRESSIONS = "call_suppressions"
 
 CLAIM_ORDER = [("rank", ASCENDING), ("priority", DESCENDING), ("position", ASCENDING)]
 CLAIM_INDEX = "claim_order_by_lane"
@@ -38,6 +41,10 @@ EVENTS_INDEX = "session_events"
 WAITING_INDEX = "session_waiting"
 PENDING_AGE_INDEX = "pending_by_age"
 SESSION_AGE_INDEX = "session_status_age"
+WINDOW_INDEX = "window_closes"
+PHONE_INDEX = "phone_numbers"
+SUPPRESSION_VALUE_INDEX = "suppressed_values"
+SUPPRESSION_SCOPE_INDEX = "suppressions_by_scope"
 SESSION_CHUNK = 1000
 
 # A pending student's lane says who may claim it; a claim names the lanes it may take from.
@@ -49,6 +56,14 @@ SCHEDULED_LANE = "s:"   # waiting for a callback time or a retry delay: nobody m
 PERSONAL_LANE = "u:"    # + an assistant id: a due personal callback, only for that assistant
 PERSONAL_RANK = 0       # a due personal callback comes before everything else for its assistant
 POOL_RANK = 1           # everyone else: by priority, then position
+
+# Why a student in the scheduled lane waits (``waiting_for``): its window is closed, or its import is
+# still checking it against the do-not-call lists (the callback and retry reasons are in ``outcomes``).
+WINDOW, IMPORT = "window", "import"
+
+# The clock of every time the store writes or compares: MongoDB's own (``$$NOW``, one value per
+# operation), unless a test passes a ``now`` of its own.
+SERVER_CLOCK = "$$NOW"
 
 Progress = Callable[[int, int], None]
 
@@ -74,7 +89,10 @@ def ensure_indexes(database: Database) -> None:
     stopping at the first match: no in-memory sort, and the cost grows with
     the number of lanes in the press, not with the size of the session.
     ``due_wakeups`` holds only the students waiting for a time (a callback, a
-    retry delay, the end of a personal grace period), for the promotion.
+    retry delay, the end of a personal grace period, the next opening of
+    their calling hours), for the promotion; ``window_closes`` only the
+    students placed in a pool lane within their calling hours, for the sweep
+    that moves them out before the window closes (``workers.store.windows``).
     """
     students = database.get_collection(STUDENTS, write_concern=WRITE_CONCERN)
     if RETIRED_CLAIM_INDEX in students.index_information():
@@ -98,6 +116,10 @@ def ensure_indexes(database: Database) -> None:
         IndexModel([("call_session_id", ASCENDING), ("claim_request_ids", ASCENDING)], name=REQUEST_INDEX,
                    unique=True, partialFilterExpression={"claim_request_ids": {"$exists": True}}),
         IndexModel([("lease_expires_at", ASCENDING)], name=LEASE_INDEX),
+        IndexModel([("window_closes_at", ASCENDING)], name=WINDOW_INDEX,
+                   partialFilterExpression={"window_closes_at": {"$exists": True}}),
+        IndexModel([("phone_e164", ASCENDING)], name=PHONE_INDEX,
+                   partialFilterExpression={"phone_e164": {"$type": "string"}}),
         *SUPERVISION_INDEXES,
     ])
     if RETIRED_REQUEST_INDEX in students.index_information():
@@ -106,6 +128,10 @@ def ensure_indexes(database: Database) -> None:
         IndexModel([("status", ASCENDING)], name=SESSION_STATUS_INDEX),
         # The sessions of one status, newest first (the dashboard's lists).
         IndexModel([("status", ASCENDING), ("created_at", DESCENDING), ("_id", ASCENDING)], name=SESSION_AGE_INDEX),
+    ])
+    database.get_collection(SUPPRESSIONS, write_concern=WRITE_CONCERN).create_indexes([
+        IndexModel([("value", ASCENDING), ("scope", ASCENDING)], name=SUPPRESSION_VALUE_INDEX),
+        IndexModel([("scope", ASCENDING), ("kind", ASCENDING), ("value", ASCENDING)], name=SUPPRESSION_SCOPE_INDEX),
     ])
 
 
@@ -144,6 +170,9 @@ class NewStudent:
     position: int | None = None
     key: str | None = None
     route: str = ""
+    # The student's zone key (workers.hours: "" when unknown) and phone number in E.164, decided at import.
+    zone: str = ""
+    phone: str | None = None
 
     def student_key(self) -> str:
         """The caller's id, or a digest of the row so that re-importing a file adds nothing."""
@@ -154,20 +183,46 @@ class NewStudent:
 
 
 def utcnow() -> datetime:
-    """Now, in UTC, at MongoDB's millisecond precision."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    """Now, in UTC, at MongoDB's millisecond precision (this process's clock: tests and logs only)."""
+    return to_millis(datetime.now(timezone.utc))
 
 
-def claim_update(assistant_id: str, request_id: str, now: datetime,
+def to_millis(moment: datetime) -> datetime:
+    """``moment`` in UTC at MongoDB's millisecond precision (naive means UTC)."""
+    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def clock(now: datetime | None) -> Any:
+    """The time expression of an update or filter: the server's ``$$NOW``, or a test's ``now``."""
+    return SERVER_CLOCK if now is None else now
+
+
+def later(moment: Any, seconds: float) -> dict[str, Any]:
+    """Aggregation expression: ``seconds`` after ``moment`` (a date or a date expression such as ``$$NOW``)."""
+    return {"$add": [moment, int(seconds * 1000)]}
+
+
+def within_window(now: Any) -> dict[str, Any]:
+    """Query part: the student's calling-hours window is still open at ``now`` (no window: always).
+
+    With beat working, students whose window closes have left the pool
+    before it does, so this never has anything to skip; with beat stopped it
+    keeps them from being handed out once their window has closed.
+    """
+    return {"$expr": {"$lt": [now, {"$ifNull": ["$window_closes_at", FOREVER]}]}}
+
+
+def claim_update(assistant_id: str, request_id: str, now: Any,
                   lease_seconds: int | None) -> list[dict[str, Any]]:
     """The claim's update: holder, time, lease, token + 1, a history entry with that token, the request id.
 
     A pipeline update, so the history entry can carry the token the same
     operation produces. Caller values are wrapped in ``$literal`` so that no
-    string is ever read as a field path or operator.
+    string is ever read as a field path or operator. ``now`` is ``$$NOW``
+    (the server's clock) except in tests.
     """
-    lease = None if not lease_seconds else now + timedelta(seconds=lease_seconds)
+    lease = None if not lease_seconds else later(now, lease_seconds)
     return [
         {"$set": {
             "assigned_to": {"$literal": assistant_id},
@@ -187,11 +242,12 @@ def claim_update(assistant_id: str, request_id: str, now: datetime,
     ]
 
 
-def claim_filter(session_id: str, lanes: list[str], request_id: str) -> dict[str, Any]:
-    """The claim's filter: a pending, unassigned student of the session in one of ``lanes``."""
+def claim_filter(session_id: str, lanes: list[str], request_id: str, now: Any = SERVER_CLOCK) -> dict[str, Any]:
+    """The claim's filter: a pending, unassigned student of the session in one of ``lanes``, within its hours."""
     return {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": None,
             "lane": {"$in": lanes},
-            "claim_request_ids": {"$ne": request_id}}  # a request never takes back a student it gave up
+            "claim_request_ids": {"$ne": request_id},  # a request never takes back a student it gave up
+            **within_window(now)}
 
 
 def claim_lanes(assistant_id: str, skills: tuple[str, ...], personal: bool = True) -> list[str]:
@@ -214,27 +270,43 @@ def pool_lane() -> dict[str, Any]:
 BACK_TO_POOL = {"lane": pool_lane(), "rank": POOL_RANK, "wake_at": "$$REMOVE", "callback_assistant": None}
 
 
-def ending_hold_update(event: str, request_id: str | None, now: datetime,
+IS_SUPPRESSED = {"$eq": ["$suppressed", True]}
+# What a final outcome leaves behind of the waiting: nothing a promotion or a sweep would find.
+NOT_WAITING = {"wake_at": "$$REMOVE", "waiting_for": "$$REMOVE", "window_closes_at": "$$REMOVE"}
+
+
+def ending_hold_update(event: str, request_id: str | None, now: Any,
                         bump_token: bool = True) -> list[dict[str, Any]]:
-    """Pipeline update that ends a hold: history names the holder, then the hold is cleared."""
+    """Pipeline update that ends a hold: history names the holder, then the hold is cleared.
+
+    A student put on a do-not-call list while held takes ``do_not_call`` as
+    its final outcome instead of going back to the pool.
+    """
     token = {"$add": ["$assignment_token", 1]} if bump_token else "$assignment_token"
     return [
         {"$set": {"history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [{
             "event": event, "assistant_id": "$assigned_to", "token": "$assignment_token",
-            "request_id": {"$literal": request_id}, "at": now}]]}}},
+            "request_id": {"$literal": request_id}, "at": now,
+            "outcome": {"$cond": [IS_SUPPRESSED, DO_NOT_CALL, "$$REMOVE"]}}]]}}},
         {"$set": {"assigned_to": None, "assigned_at": None, "lease_expires_at": None, "assignment_token": token,
-                  **BACK_TO_POOL}},
+                  **BACK_TO_POOL,
+                  "filter_status": {"$cond": [IS_SUPPRESSED, DO_NOT_CALL, PENDING]},
+                  "completed_at": {"$cond": [IS_SUPPRESSED, now, None]},
+                  "window_closes_at": {"$cond": [IS_SUPPRESSED, "$$REMOVE", "$window_closes_at"]}}},
     ]
 
 
-def closing_update(outcome: str, request_id: str | None, now: datetime) -> list[dict[str, Any]]:
-    """Pipeline update giving a pending student the session's close outcome (ending any hold)."""
+def closing_update(outcome: str, request_id: str | None, now: Any, event: str = "closed",
+                   with_session: bool = True) -> list[dict[str, Any]]:
+    """Pipeline update giving a pending student a final outcome (ending any hold): the session's close
+    outcome, or (``event="suppressed"``) ``do_not_call``."""
     return [
         {"$set": {"history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [{
-            "event": "closed", "assistant_id": "$assigned_to", "token": "$assignment_token",
+            "event": event, "assistant_id": "$assigned_to", "token": "$assignment_token",
             "request_id": {"$literal": request_id}, "at": now, "outcome": {"$literal": outcome}}]]}}},
-        {"$set": {"filter_status": {"$literal": outcome}, "completed_at": now, "closed_with_session": True,
-                  "assigned_to": None, "assigned_at": None, "lease_expires_at": None}},
+        {"$set": {"filter_status": {"$literal": outcome}, "completed_at": now,
+                  "assigned_to": None, "assigned_at": None, "lease_expires_at": None, **NOT_WAITING,
+                  **({"closed_with_session": True} if with_session else {})}},
     ]
 
 
@@ -244,7 +316,7 @@ def held_filter(session_id: str, student_id: str, assistant_id: str, token: int)
 
 
 def history_entry(event: str, assistant_id: str | None, token: int | None, request_id: str | None,
-           now: datetime, **extra: Any) -> dict[str, Any]:
+           now: Any, **extra: Any) -> dict[str, Any]:
     return {"event": event, "assistant_id": assistant_id, "token": token,
             "request_id": request_id, "at": now, **extra}
 
@@ -271,16 +343,27 @@ def why_not_held(state: StudentState, assistant_id: str, token: int,
     return NotHolder(f"student {state.student_id!r} is held by another assistant, not {assistant_id!r}")
 
 
-def student_document(session_id: str, row: NewStudent, default_position: int,
-                     imported_at: datetime | None = None) -> dict[str, Any]:
-    return {
-        "_id": f"{_escape_separator(session_id)}:{row.student_key()}",
+def student_id_of(session_id: str, row: NewStudent) -> str:
+    """The id a row's student gets in ``session_id`` (and is handed out under)."""
+    return handed_out_id(session_id, row.student_key())
+
+
+def student_document(session_id: str, row: NewStudent, default_position: int, checked_by: datetime,
+                     imported_at: datetime) -> dict[str, Any]:
+    """A new student, not yet claimable: it waits in the scheduled lane while its import checks it against
+    the do-not-call lists and places it by its calling hours; if the import stops first, the promotion
+    places it at ``checked_by``."""
+    document = {
+        "_id": student_id_of(session_id, row),
         "call_session_id": session_id,
         "student": row.student,
         "priority": row.priority,
         "position": default_position if row.position is None else row.position,
         "route": row.route,
-        "lane": ROUTE_LANE + row.route,
+        "zone": row.zone,
+        "lane": SCHEDULED_LANE,
+        "waiting_for": IMPORT,
+        "wake_at": checked_by,
         "rank": POOL_RANK,
         "attempts": 0,
         "filter_status": PENDING,
@@ -291,13 +374,11 @@ def student_document(session_id: str, row: NewStudent, default_position: int,
         "completed_at": None,
         "completed_by": None,
         "history": [],
-        "imported_at": imported_at or utcnow(),
+        "imported_at": imported_at,
     }
-
-
-def _escape_separator(session_id: str) -> str:
-    """The session part of a student ``_id``: ``\\`` and ``:`` escaped, so "a" + "b:c" never equals "a:b" + "c"."""
-    return session_id.replace("\\", "\\\\").replace(":", "\\:")
+    if row.phone is not None:
+        document["phone_e164"] = row.phone
+    return document
 
 
 def chunks(items: list[T], size: int) -> Iterator[list[T]]:

@@ -73,15 +73,17 @@ class Collections:
     sessions: Collection
     students: Collection
     students_recheck: Collection
+    suppressions: Collection
     client: MongoClient
 
     @classmethod
-    def of(cls, database: Database, sessions: str, students: str) -> "Collections":
+    def of(cls, database: Database, sessions: str, students: str, suppressions: str) -> "Collections":
         recheck = RECHECK_READ_CONCERN if is_replicated(database.client) else READ_CONCERN
         return cls(
             sessions=_bound(database, sessions, READ_CONCERN),
             students=_bound(database, students, READ_CONCERN),
             students_recheck=_bound(database, students, recheck),
+            suppressions=_bound(database, suppressions, READ_CONCERN),
             client=database.client,
         )
 
@@ -164,11 +166,22 @@ def is_unavailable(exc: PyMongoError) -> bool:
 
 
 def unavailable(exc: PyMongoError, client: MongoClient | None) -> StoreUnavailable:
-    """The callqueue error for an unavailability: a failover on a replica set, an outage otherwise."""
-    reason = f"MongoDB is unreachable: {type(exc).__name__}"
+    """The callqueue error for an unavailability: a failover on a replica set, an outage otherwise.
+
+    The message names the servers tried (``host:port``, never credentials), so
+    a caller who sees it knows which MongoDB to look at.
+    """
+    where = "" if client is None else f" at {server_addresses(client)}"
+    reason = f"MongoDB{where} is unreachable: {type(exc).__name__}"
     if client is not None and can_fail_over(client):
         return FailoverInProgress(f"{reason} (no usable primary)")
     return StoreUnavailable(reason)
+
+
+def server_addresses(client: MongoClient, most: int = 3) -> str:
+    """``host:port`` of the servers the client knows of (its seeds until it has found more), without credentials."""
+    addresses = sorted(f"{host}:{port}" for host, port in client.topology_description.server_descriptions())
+    return ", ".join(addresses[:most]) + (", ..." if len(addresses) > most else "")
 
 
 _had_primary: "weakref.WeakSet[MongoClient]" = weakref.WeakSet()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from pymongo import ReturnDocument
+from datetime import datetime
 
 from workers.models import PENDING, CallSession, StudentState
-from workers.store.base import StoreStage
-from workers.store.documents import STATE_FIELDS, ending_hold_update, held_filter, utcnow
+from workers.store.documents import clock, ending_hold_update, later
+from workers.store.windows import WindowStage
 from workers.store.durability import translating_driver_errors
 
 
-class LeaseStage(StoreStage):
+class LeaseStage(WindowStage):
     """How long a hold lasts, and taking students back from holders who went away."""
 
     @translating_driver_errors
@@ -28,22 +26,15 @@ class LeaseStage(StoreStage):
     @translating_driver_errors
     def heartbeat(self, session: CallSession, student_id: str, assistant_id: str, token: int,
                   now: datetime | None = None) -> StudentState:
-        """Renew the holder's lease; anyone else, or a stale token, is refused.
+        """Renew the holder's lease; anyone else, or a stale token, is refused (either form of ``student_id``).
 
         One atomic update guarded by holder and token: after a reclaim the
         token has moved on, so a late heartbeat cannot revive the old hold.
+        The new expiry is the server's ``$$NOW`` plus the lease.
         """
-        now = now or utcnow()
-        expiry = None if not session.lease_seconds else now + timedelta(seconds=session.lease_seconds)
-        document = self.students.find_one_and_update(
-            held_filter(session.id, student_id, assistant_id, token),
-            {"$set": {"lease_expires_at": expiry}},
-            projection=STATE_FIELDS,
-            return_document=ReturnDocument.AFTER,
-        )
-        if document is None:
-            return StudentState.from_document(
-                self.refusal("heartbeat", session.id, student_id, assistant_id, token, None))
+        expiry = None if not session.lease_seconds else later(clock(now), session.lease_seconds)
+        document, _landed = self.held_write("heartbeat", session.id, student_id, assistant_id, token,
+                                            [{"$set": {"lease_expires_at": expiry}}])
         return StudentState.from_document(document)
 
     @translating_driver_errors
@@ -53,12 +44,18 @@ class LeaseStage(StoreStage):
         Each student is updated atomically by a filter that still requires an
         expired lease, so a heartbeat that won the race keeps its student. The
         token is bumped, which fences the old holder's late writes.
+
+        "Expired" is judged on MongoDB's clock: the server's time is read
+        once, before the update, and the update takes the leases that ran out
+        before it (an indexed range). That time is never later than the
+        server's own when the update runs, so no lease is taken early.
         """
-        now = now or utcnow()
-        expired = {"filter_status": PENDING, "assigned_to": {"$type": "string"}, "lease_expires_at": {"$lt": now}}
+        moment = now or self.server_now()
+        expired = {"filter_status": PENDING, "assigned_to": {"$type": "string"}, "lease_expires_at": {"$lt": moment}}
         with self.bulk_deadline():
             sessions = self.students.distinct("call_session_id", expired)
-            reclaimed = self.students.update_many(expired, ending_hold_update("reclaimed", None, now)).modified_count
+            reclaimed = self.students.update_many(expired, ending_hold_update("reclaimed", None, clock(now))
+                                                  ).modified_count
             for session_id in sessions:
                 self.settle_if_closed(session_id, now)
         return reclaimed
@@ -67,11 +64,10 @@ class LeaseStage(StoreStage):
     def release_assistant(self, session_id: str, assistant_id: str, request_id: str,
                           now: datetime | None = None) -> int:
         """Give back whatever the assistant holds in the session (logging off); the count released."""
-        now = now or utcnow()
         self.require_session(session_id)
         released = self.students.update_many(
             {"call_session_id": session_id, "filter_status": PENDING, "assigned_to": assistant_id},
-            ending_hold_update("released", request_id, now, bump_token=False),
+            ending_hold_update("released", request_id, clock(now), bump_token=False),
         ).modified_count
         self.settle_if_closed(session_id, now)
         return released

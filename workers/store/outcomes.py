@@ -11,7 +11,8 @@ never both see "one attempt left":
   period after ``callback_at`` ends;
 * with a **retry rule** for the outcome and fewer than ``max_attempts``
   attempts so far, the student waits ``delay_seconds`` in the scheduled lane;
-* otherwise the outcome is **final** (``filter_status`` is set).
+* otherwise the outcome is **final** (``filter_status`` is set), and so is
+  every completion of a student put on a do-not-call list while it was held.
 
 Every completion counts one attempt and records ``last_completion``
 (outcome and token), which lets a batch job run again without counting an
@@ -20,12 +21,13 @@ attempt twice. ``CampaignStage.promote_due`` moves due students back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from workers.hours import CallingHours
 from workers.models import PENDING, CallSession, Callback, RetryRule
-from workers.store.documents import POOL_RANK, SCHEDULED_LANE
+from workers.store.documents import IS_SUPPRESSED, POOL_RANK, SCHEDULED_LANE, later
 
 FINAL, RETRY, CALLBACK = "final", "retry", "callback"
 NEXT = "_next"  # a field that lives only inside one update pipeline
@@ -41,22 +43,35 @@ class CompletionPlan:
     grace_seconds: int = 0
     # The first personal callback of its session: the session must be marked before it is scheduled.
     marks_session: bool = False
+    # The session's calling hours, against which a callback's time is checked (``workers.store.windows``).
+    hours: CallingHours | None = None
+    # A callback outside the calling hours that the session allows: until then the hours do not hold it back.
+    exempt_until: datetime | None = None
 
     def next_step(self) -> Any:
-        """Aggregation expression: ``callback``, ``retry`` or ``final``, from the updated attempt count."""
-        if self.callback is not None:
-            return CALLBACK
-        if self.rule is not None:
-            return {"$cond": [{"$lt": ["$attempts", self.rule.max_attempts]}, RETRY, FINAL]}
-        return FINAL
+        """Aggregation expression: ``callback``, ``retry`` or ``final``, from the updated attempt count.
 
-    def due_at(self, now: datetime) -> datetime | None:
-        """When a scheduled student returns: the callback time, or now plus the retry delay."""
+        Always ``final`` for a student on a do-not-call list.
+        """
+        if self.callback is not None:
+            step: Any = CALLBACK
+        elif self.rule is not None:
+            step = {"$cond": [{"$lt": ["$attempts", self.rule.max_attempts]}, RETRY, FINAL]}
+        else:
+            return FINAL
+        return {"$cond": [IS_SUPPRESSED, FINAL, step]}
+
+    def due_at(self, now: Any) -> Any:
+        """When a scheduled student returns: the callback time, or ``now`` (``$$NOW``) plus the retry delay."""
         if self.callback is not None:
             return self.callback.at
         if self.rule is not None:
-            return now + timedelta(seconds=self.rule.delay_seconds)
+            return later(now, self.rule.delay_seconds)
         return None
+
+    def exempted(self, until: datetime) -> "CompletionPlan":
+        """The same plan, with the calling hours waived for its callback until ``until``."""
+        return replace(self, exempt_until=until)
 
     def personal_until(self) -> datetime | None:
         """Until when only the callback's assistant may claim the student (None: anyone, at once)."""
@@ -66,7 +81,7 @@ class CompletionPlan:
 
 
 def completion_update(plan: CompletionPlan, assistant_id: str | None, token: int | None, request_id: str,
-                      now: datetime) -> list[dict[str, Any]]:
+                      now: Any) -> list[dict[str, Any]]:
     """The pipeline update of a completion (its filter, built by the caller, guards who may complete).
 
     ``assistant_id``/``token`` are recorded in the history entry as given
@@ -86,6 +101,7 @@ def completion_update(plan: CompletionPlan, assistant_id: str | None, token: int
             "attempt": "$attempts", "next": f"${NEXT}",
             "due_at": {"$cond": [scheduled, due, None]},
             "callback_assistant": {"$literal": callback_assistant},
+            "exempt_until": {"$cond": [scheduled, plan.exempt_until or "$$REMOVE", "$$REMOVE"]},
         }]]}}},
         {"$set": {
             "filter_status": {"$cond": [final, {"$literal": plan.outcome}, PENDING]},
@@ -101,6 +117,8 @@ def completion_update(plan: CompletionPlan, assistant_id: str | None, token: int
             "wake_at": {"$cond": [final, "$$REMOVE", due]},
             "callback_assistant": {"$cond": [final, None, {"$literal": callback_assistant}]},
             "personal_until": {"$cond": [final, "$$REMOVE", personal_until or "$$REMOVE"]},
+            "hours_exempt_until": {"$cond": [final, "$$REMOVE", plan.exempt_until or "$$REMOVE"]},
+            "window_closes_at": "$$REMOVE",
         }},
         {"$unset": NEXT},
     ]
@@ -137,4 +155,4 @@ def plan_for(session: CallSession | None, outcome: str, callback: Callback | Non
     grace = default_grace_seconds if session.callback_grace_seconds is None else session.callback_grace_seconds
     personal = callback is not None and callback.assistant_id is not None
     return CompletionPlan(outcome, session.retry_rule(outcome), callback, grace,
-                          marks_session=personal and not session.personal_callbacks)
+                          marks_session=personal and not session.personal_callbacks, hours=session.calling_hours)

@@ -19,6 +19,7 @@ client (they are cheap) rather than sharing one across threads.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from contextlib import contextmanager
@@ -109,29 +110,36 @@ class AssignmentClient:
         student past its due time is brought back by beat's promotion within
         ``CALLQUEUE_PROMOTE_INTERVAL_SECONDS``; rather than wait for it, the
         wait sends ``promote_due`` itself once per due time and presses at
-        once. While students are only held by others it asks again every
-        ``HELD_RECHECK_SECONDS``. Returns the student, or the last
-        ``Exhausted`` when nobody is left for this press or the time is up.
-        All presses of one wait share one ``request_id``, so a press whose
-        answer was lost is found again, never doubled.
+        once. While other assistants hold students this press could take, it
+        asks again every ``HELD_RECHECK_SECONDS`` at the latest. Returns the
+        student, or the last ``Exhausted`` as soon as nobody is left for this
+        press, nothing can come within the bound, or the time is up. All
+        presses of one wait share one ``request_id``, so a press whose answer
+        was lost is found again, never doubled.
         """
         request_id = request_id or new_request_id()
         tags = None if skills is None else list(skills)
         deadline = time.monotonic() + max_wait_seconds
         answer: Press = after or self.next_student(call_session_id, assistant_id, request_id, tags)
         nudged: datetime | None = None
-        while isinstance(answer, Exhausted) and answer.someone_may_come and time.monotonic() < deadline:
-            due = answer.next_due_at
-            if due is not None and due <= datetime.now(timezone.utc) and due != nudged:
-                self.promote_due()  # due, not yet promoted: bring it back now
-                nudged, pause = due, 0.0
-            elif due is not None:
-                pause = max((due - datetime.now(timezone.utc)).total_seconds(), MIN_PAUSE_SECONDS)
-            else:
-                pause = HELD_RECHECK_SECONDS
-            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+        while isinstance(answer, Exhausted) and answer.someone_may_come:
+            pause, nudged = self._pause(answer, nudged)
+            if pause > deadline - time.monotonic():
+                break
+            time.sleep(pause)
             answer = self.next_student(call_session_id, assistant_id, request_id, tags)
         return answer
+
+    def _pause(self, answer: Exhausted, nudged: datetime | None) -> tuple[float, datetime | None]:
+        """How long to sleep before pressing again after ``answer`` (and the due time already nudged)."""
+        now, due = datetime.now(timezone.utc), answer.next_due_at
+        if due is not None and due <= now:
+            if due == nudged:
+                return HELD_RECHECK_SECONDS, nudged  # promoted, yet not for this press: someone was quicker
+            self.promote_due()  # due, not yet promoted: bring it back now rather than at beat's next run
+            return 0.0, due
+        pause = math.inf if due is None else max((due - now).total_seconds(), MIN_PAUSE_SECONDS)
+        return (min(pause, HELD_RECHECK_SECONDS) if answer.held_by_others else pause), nudged
 
     def complete(self, call_session_id: str, student_id: str, assistant_id: str, outcome: str,
                  assignment_token: int, callback_at: datetime | str | None = None,

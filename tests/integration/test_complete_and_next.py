@@ -168,24 +168,34 @@ def test_with_only_scheduled_students_left_exhausted_says_when_and_the_wait_gets
     assert len(presses) <= 3, presses  # slept until the due time instead of polling
 
 
-def test_the_wait_gives_up_at_its_bound_and_at_once_when_nobody_is_left(
+def test_the_wait_rechecks_held_students_until_its_bound_and_never_sleeps_past_it(
         client: AssignmentClient, session_id: str) -> None:
-    seed(client, session_id, 1)
+    seed(client, session_id, 3)
     client.set_campaign(session_id, {"no_answer": {"delay_seconds": 60, "max_attempts": 3}})
-    held = client.assign_next(session_id, "alice")
+    carol, dave, held = (client.assign_next(session_id, name) for name in ("carol", "dave", "alice"))
     later = client.complete_and_next(session_id, held.student_id, "alice", "no_answer", held.assignment_token)
-    started = time.monotonic()
-    assert client.wait_for_next(session_id, "bob", after=later.next, max_wait_seconds=1.0) \
-        == Exhausted(session_id, "scheduled", later.completion.next_attempt_at, 1, 0)
-    assert 1.0 <= time.monotonic() - started < 3.0
+    due = later.completion.next_attempt_at
+    assert later.next == Exhausted(session_id, "scheduled", due, 1, 2)
 
-    empty = f"{session_id}-empty"
-    seed(client, empty, 1)
-    only = client.assign_next(empty, "alice")
-    nobody = client.complete_and_next(empty, only.student_id, "alice", "reached", only.assignment_token).next
-    assert nobody == Exhausted(empty, "none_left")
     started = time.monotonic()
-    assert client.wait_for_next(empty, "alice", max_wait_seconds=30) == nobody
+    assert client.wait_for_next(session_id, "bob", max_wait_seconds=3.0) == later.next
+    assert 1.9 <= time.monotonic() - started < 3.0  # asked again after 2 s for the held ones, then gave up
+
+    for other in (carol, dave):
+        client.complete(session_id, other.student_id, other.assigned_to, "reached", other.assignment_token)
+    started = time.monotonic()
+    assert client.wait_for_next(session_id, "bob", max_wait_seconds=5.0) == Exhausted(session_id, "scheduled",
+                                                                                      due, 1, 0)
+    assert time.monotonic() - started < 1.0  # due in a minute: nothing can come within the bound
+
+
+def test_the_wait_returns_at_once_when_nobody_is_left(client: AssignmentClient, session_id: str) -> None:
+    seed(client, session_id, 1)
+    only = client.assign_next(session_id, "alice")
+    nobody = client.complete_and_next(session_id, only.student_id, "alice", "reached", only.assignment_token).next
+    assert nobody == Exhausted(session_id, "none_left")
+    started = time.monotonic()
+    assert client.wait_for_next(session_id, "alice", max_wait_seconds=30) == nobody
     assert time.monotonic() - started < 5
 
 

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
 from config import Settings
-from devstack.audit import Handout
+from devstack.audit import CompletionAnswer, Handout
 from producers.client import AssignmentClient
 from producers.results import Assigned, Completed, CompletedAndNext, Exhausted, Press
 from workers.exceptions import InvalidArgument, Rejected
@@ -68,6 +68,8 @@ class AssistantLog:
 
     assistant_id: str
     handouts: list[Handout] = field(default_factory=list)
+    # Every completion answer received (what the assistant was told was recorded).
+    completions: list[CompletionAnswer] = field(default_factory=list)
     completed: int = 0
     released: int = 0
     already_held: int = 0
@@ -186,6 +188,8 @@ def _complete(client: AssignmentClient, session_id: str, assigned: Assigned, log
     if done is None:
         done = record(_outcome(rng, behaviour))
     completion = done.completion if isinstance(done, CompletedAndNext) else done
+    log.completions.append(CompletionAnswer(completion.student_id, log.assistant_id, completion.assignment_token,
+                                            completion.outcome or ""))
     log.completed += 1
     log.retries_scheduled += completion.next == "retry"
     log.callbacks_asked += completion.next == "callback"

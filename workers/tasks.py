@@ -267,19 +267,25 @@ def complete_and_next(call_session_id: str, student_id: str, assistant_id: str, 
     completion is recognised as a repeat and the request id finds the student
     it claimed, so the answer is the same pair and no second student is claimed.
     """
+    started = time.perf_counter()
     request = optional_id("request_id", request_id, _limit()) or _current_request_id()
     if skills is not None:
         require_ids("skills", skills, _limit(), app.settings.max_skills)  # refused before anything is written
     completion = _body(complete_student)(call_session_id, student_id, assistant_id, outcome, assignment_token,
                                          callback_at, callback_assistant)
+    session = completion["call_session_id"]
     try:
         following = _body(assign_next_student)(call_session_id, assistant_id, request, skills)
     except Rejected as exc:
-        report("rejected", code=exc.code, task="callqueue.complete_and_next", request_id=request,
-               session=completion["call_session_id"], assistant=assistant_id)
+        report("rejected", code=exc.code, task="callqueue.complete_and_next", request_id=request, session=session,
+               assistant=assistant_id)
         following = {"status": "rejected", "error": exc.to_error()}
-    return {"status": "completed_and_next", "call_session_id": completion["call_session_id"],
-            "completion": completion, "next": following}
+    log_event("completed_and_next", session=session, assistant=assistant_id, student=completion["student_id"],
+              token=completion["assignment_token"], request_id=request, next=following["status"],
+              next_student=following.get("student_id"), next_token=following.get("assignment_token"),
+              next_code=following.get("error", {}).get("code"), duration_ms=_ms(started))
+    return {"status": "completed_and_next", "call_session_id": session, "completion": completion,
+            "next": following}
 
 
 def _body(task: Task) -> Callable[..., Result]:

@@ -1,8 +1,23 @@
-"""The callqueue benchmark (``make bench``).
+"""The callqueue benchmark (``make bench``, ``python -m bench --list``): a map.
 
-Starts its own mongod, redis-server and Celery workers, measures the claim
-engine, its cost against session size and the Celery round trip in one run,
-checks that no student was handed out twice, and writes JSON and a PNG chart
-to ``bench/results/``. Kept free of heavy imports: workers import
-``bench.tasks`` through this package.
+``bench/harness/`` is what every part shares:
+
+- ``core``: ``RunOptions`` (the command line), the ``Part`` base, the
+  ``Harness`` a part runs on (the run's own mongod and redis-server, a
+  ``devstack`` stack started on first use; Celery workers per part; a
+  MongoDB client; desk pools; the results of the parts before) and
+  ``run_parts``; ``desks``: clients that start each measurement together;
+  ``cpu``: CPU time per operation from ``/proc``;
+- ``claims``: the students every part seeds, the seed-style baseline, and
+  claims without Celery; ``callers``: callers through Celery, closed-loop
+  and open-loop (Poisson presses);
+- ``integrity``: never handed to two assistants (``devstack.audit`` plus
+  what the clients were told); ``targets``: figures (percentiles, medians,
+  ratios) and the PASS/FAIL they earn; ``report``: printout, JSON, chart.
+
+``bench/parts/`` holds one module per part, registered in
+``bench/parts/__init__.py``. ``bench/tasks.py`` has the benchmark's own
+tasks, loaded by its workers with ``--include bench.tasks``; this package is
+kept free of heavy imports for them. Results: ``bench/results/``; figures
+and how to read them: ``docs/performance.md``.
 """

@@ -1,8 +1,7 @@
-"""``python -m bench`` (``make bench``): the whole benchmark in one run, or ``--quick`` for a smoke run."""
+"""``python -m bench`` (``make bench``): the default parts in one run, or the parts named with ``--part``."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
@@ -10,115 +9,69 @@ from types import FrameType
 
 import click
 
-from bench.campaigns import CampaignsConfig, run_campaigns_benchmark
-from bench.campaigns import write_results as write_campaign_results
-from bench.failover import run_failover_benchmark
-from bench.failover import write_results as write_failover_results
-from bench.pool import PROCESSES, THREADS, BenchError
-from bench.report import print_summary, summarise, targets, to_json, write_files
-from bench.run import BenchConfig, run_benchmark
-from bench.servers import WorkerOptions
+from bench.harness.callers import ASSIGN_TASK
+from bench.harness.core import RunOptions, WorkerOptions, run_parts
+from bench.harness.desks import PROCESSES, THREADS
+from bench.harness.report import document, print_summary, write_files
+from bench.parts import PARTS
 from bench.tasks import CLAIM_ONLY_TASK
+
+NAMES = [part.name for part in PARTS]
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="A few minutes: one repeat, short windows, smaller sessions (a smoke run).")
+@click.option("--list", "list_parts", is_flag=True, help="List the parts and exit.")
+@click.option("--part", "parts", type=click.Choice(NAMES), multiple=True,
+              help="Run this part (repeatable; in the registry's order). Default: every part but failover.")
+@click.option("--quick", is_flag=True, help="A smoke run of a few minutes: short windows, smaller sessions.")
+@click.option("--strict", is_flag=True, help="Exit with status 2 when a target fails.")
 @click.option("--engine-mode", type=click.Choice([THREADS, PROCESSES]), default=THREADS, show_default=True,
-              help="Racing engine clients as threads of one process (each with its own MongoClient) "
-                   "or as processes; threads measured faster on 2 cores (docs/performance.md).")
+              help="Claim desks as threads (each with its own MongoClient) or as processes.")
 @click.option("--pool", "worker_pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork",
               show_default=True, help="Celery pool of the benchmark's assignment worker.")
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker pool size.")
-@click.option("--prefetch", type=int, default=None,
-              help="Override CALLQUEUE_WORKER_PREFETCH_MULTIPLIER for the workers (default: settings).")
+@click.option("--prefetch", type=int, default=None, help="CALLQUEUE_WORKER_PREFETCH_MULTIPLIER of the workers.")
 @click.option("--worker-loglevel", default=None, help="Override the workers' --loglevel (default: INFO).")
 @click.option("--caller-processes", type=int, default=None, help="Processes the 64 Celery callers run in.")
-@click.option("--strict", is_flag=True, help="Exit with status 2 when a target ratio fails.")
-@click.option("--open-loop-probe", is_flag=True,
-              help="Open-loop part with the claim-only probe (bench.claim_only) pressed instead of "
-                   "assign_next_student: what a bare claim costs an assistant, with no task around it.")
-@click.option("--failover", is_flag=True,
-              help="Instead: measure presses through replica-set failovers and a cut-off worker host.")
-@click.option("--campaigns", is_flag=True,
-              help="Instead: only the campaigns part (claims/s with routing tags vs none, callback due -> claimed).")
+@click.option("--open-loop-probe", is_flag=True, help="Open loop: press bench.claim_only, not assign_next_student.")
+@click.option("--failover", is_flag=True, help="Same as --part failover.")
+@click.option("--campaigns", is_flag=True, help="Same as --part campaigns.")
 @click.option("--election-timeout-ms", "election_timeouts_ms", type=click.IntRange(500, 60_000), multiple=True,
               default=(10_000,), show_default=True,
               help="electionTimeoutMillis of the failover replica set; repeat to compare several.")
 @click.option("--failover-part", type=click.Choice(["all", "replica-set", "partition"]), default="all",
-              show_default=True, help="With --failover: the replica-set events, the cut-off worker host, or both.")
-def main(quick: bool, engine_mode: str, worker_pool: str, concurrency: int, prefetch: int | None,
-         worker_loglevel: str | None, caller_processes: int | None, strict: bool, open_loop_probe: bool,
-         failover: bool, campaigns: bool, election_timeouts_ms: tuple[int, ...], failover_part: str) -> None:
-    """Measure the claim engine, the Celery round trip, open-loop latency, many and huge sessions, campaigns.
+              show_default=True, help="Failover: the replica-set events, the cut-off worker host, or both.")
+def main(list_parts: bool, parts: tuple[str, ...], quick: bool, strict: bool, engine_mode: str, worker_pool: str,
+         concurrency: int, prefetch: int | None, worker_loglevel: str | None, caller_processes: int | None,
+         open_loop_probe: bool, failover: bool, campaigns: bool, election_timeouts_ms: tuple[int, ...],
+         failover_part: str) -> None:
+    """Measure what decides how "Get Next Student" feels; write bench/results/bench-<time>.json and .png.
 
-    Writes bench/results/*.json and *.png.
+    Exit status: 1 when a student was handed out twice or a part stopped,
+    2 with --strict when a target failed, else 0.
     """
-    signal.signal(signal.SIGTERM, _interrupt)
-    if failover:
-        timeouts = [] if failover_part == "partition" else list(election_timeouts_ms)
-        _failover(timeouts, failover_part != "replica-set", strict)
+    if list_parts:
+        for part in PARTS:
+            click.echo(f"{part.name:<15} {'' if part.default else '(not in the default run) '}{part.description}")
         return
-    if campaigns:
-        _campaigns(CampaignsConfig.quick() if quick else CampaignsConfig(), engine_mode, strict)
-        return
+    names = set(parts) | ({"failover"} if failover else set()) | ({"campaigns"} if campaigns else set())
+    chosen = [part for part in PARTS if part.name in names] if names else [part for part in PARTS if part.default]
     workers = WorkerOptions(pool=worker_pool, concurrency=concurrency, prefetch_multiplier=prefetch,
                             loglevel=worker_loglevel)
-    overrides = {"engine_mode": engine_mode, "workers": workers}
-    if caller_processes:
-        overrides["celery_caller_processes"] = caller_processes
-    config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
-    if open_loop_probe:
-        config = dataclasses.replace(config, open_loop=dataclasses.replace(config.open_loop,
-                                                                           press_task=CLAIM_ONLY_TASK))
+    options = RunOptions(quick, engine_mode, workers, caller_processes,
+                         CLAIM_ONLY_TASK if open_loop_probe else ASSIGN_TASK, election_timeouts_ms, failover_part)
+    signal.signal(signal.SIGTERM, _interrupt)
     load = {"start": list(os.getloadavg())}
-    try:
-        results = run_benchmark(config, say=_say)
-    except BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
+    outcomes = run_parts(chosen, options, click.echo)
     load["end"] = list(os.getloadavg())
-    summary = summarise(results)
-    goals = targets(summary, results, config)
-    print_summary(summary, results, goals, config, say=_say)
-    json_path, png_path = write_files(to_json(config, results, summary, goals, load), summary, results)
-    _say(f"\nload average (1 min) at start {load['start'][0]:.1f}, at end {load['end'][0]:.1f} "
-         f"on {os.cpu_count()} cores")
-    _say(f"results: {json_path}\nchart:   {png_path}")
-    if not all(report.ok for report in results.integrity):
+    goals = print_summary(outcomes, click.echo)
+    json_path, png_path = write_files(outcomes, document(outcomes, options, load))
+    click.echo(f"\nload average (1 min) at start {load['start'][0]:.1f}, at end {load['end'][0]:.1f} on "
+               f"{os.cpu_count()} cores\nresults: {json_path}" + (f"\nchart:   {png_path}" if png_path else ""))
+    if any(outcome.error for outcome in outcomes) or not all(report.ok for o in outcomes for report in o.checks):
         sys.exit(1)
     if strict and not all(goal.passed for goal in goals):
         sys.exit(2)
-
-
-def _failover(election_timeouts_ms: list[int], partition: bool, strict: bool) -> None:
-    """The failover mode: every event's longest press against its target; exit 1 on a dirty audit."""
-    results = run_failover_benchmark(election_timeouts_ms, partition=partition, say=_say)
-    _say(f"results: {write_failover_results(results)}")
-    if not all(result.audit_clean for result in results):
-        sys.exit(1)
-    if strict and not all(result.passed for result in results):
-        sys.exit(2)
-
-
-def _campaigns(config: CampaignsConfig, engine_mode: str, strict: bool) -> None:
-    """The campaigns part alone: its checks and targets; exit 1 on a student handed out twice."""
-    try:
-        results = run_campaigns_benchmark(config, _say, engine_mode)
-    except BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
-    for report in results.integrity():
-        _say(report.line())
-    goals = results.targets()
-    for goal in goals:
-        _say(goal.line())
-    _say(f"results: {write_campaign_results(results)}")
-    if not all(report.ok for report in results.integrity()):
-        sys.exit(1)
-    if strict and not all(goal.passed for goal in goals):
-        sys.exit(2)
-
-
-def _say(line: str) -> None:
-    click.echo(line)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

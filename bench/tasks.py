@@ -1,23 +1,9 @@
-"""Tasks that exist only for the benchmark, loaded into its workers with ``--include bench.tasks``.
+"""Tasks only the benchmark's workers load (``--include bench.tasks``).
 
-``bench.noop`` takes the same arguments and options as
-``callqueue.assign_next_student`` and returns at once: its round trip is the
-Celery cost alone (send, run, result back).
-
-``bench.noop_complete`` is the same for ``callqueue.complete_student``: it
-takes that task's arguments and options, reads and writes nothing, and answers
-at once. The open-loop part pairs it with ``bench.noop``, so its baseline press
-sends as many messages, with arguments of the same names and sizes, as a real
-assign and complete (the answers are smaller: the real ones carry the student
-and timestamps).
-
-``bench.claim_only`` is a measuring probe, not a replacement for the real
-task: it runs the store's one atomic claim (the same ``find_one_and_update``)
-and nothing else: no session lookup, no request-id lookup, no event log line.
-It gives the best ratio to the no-op that any claim through Celery could reach
-on this machine, which tells whether a target is out of reach or only missed.
-
-They live here, not in ``workers/``, because production workers have no use for them.
+``bench.noop`` and ``bench.noop_complete`` take the arguments of
+``assign_next_student`` and ``complete_student`` and answer at once: the
+Celery cost alone. ``bench.claim_only`` is a probe: the store's one atomic
+claim and nothing else, the best any claim through Celery could do here.
 """
 
 from __future__ import annotations
@@ -25,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from workers.app import app
-from workers.store import AssignmentStore, utcnow
-from workers.store.documents import claim_lanes
 from workers.models import Assignment, CallSession
 from workers.mongo import get_database
+from workers.store import AssignmentStore, utcnow
+from workers.store.documents import claim_lanes
 
 NOOP_TASK = "bench.noop"
 CLAIM_ONLY_TASK = "bench.claim_only"

@@ -179,8 +179,9 @@ def _work(stack: Stack, session_id: str, options: DemoOptions) -> tuple[list[Ass
 
 def _audit(stack: Stack, session_id: str, logs: list[AssistantLog]) -> AuditReport:
     answers = [handout for log in logs for handout in log.handouts]
+    completions = [answer for log in logs for answer in log.completions]
     with MongoClient(stack.settings.mongo_url) as mongo:
-        return audit_session(mongo[stack.settings.mongo_db], session_id, answers)
+        return audit_session(mongo[stack.settings.mongo_db], session_id, answers, completions=completions)
 
 
 def _print_summary(stack: Stack, session_id: str, logs: list[AssistantLog], report: AuditReport,

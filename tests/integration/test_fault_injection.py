@@ -191,7 +191,7 @@ def test_one_trip_presses_lose_and_double_nothing_through_kills_every_second_and
     handouts: list[Handout] = [handout for log in logs for handout in log.handouts]
     completions: list[CompletionAnswer] = [answer for log in logs for answer in log.completions]
     with MongoClient(settings.mongo_url) as mongo:
-        report = audit_session(mongo[settings.mongo_db], session_id, handouts, completions)
+        report = audit_session(mongo[settings.mongo_db], session_id, handouts, completions=completions)
     assert report.clean, (report.double_handouts[:5], report.answers_not_in_history[:5],
                           report.tokens_given_twice[:5], report.completions_not_in_history[:5],
                           report.requests_claiming_twice[:5], report.completed_twice[:5])

@@ -1,13 +1,10 @@
-"""A fixed set of benchmark clients ("desks") that start every measurement together.
+"""Benchmark clients ("desks"), threads or processes, that start every measurement together.
 
-A desk is a thread or a process. Each desk keeps its own connections across
-jobs. The engine parts use threads: on 2 cores, eight client processes spent
-almost twice the CPU per claim of eight threads (context switches), CPU that
-mongod then lacked, while the GIL never limited the clients (docs/performance.md).
-The Celery callers run as threads spread over a few processes. A measurement hands one job to each of the
-first N desks; every desk prepares (connects, loads the session), reports
-ready, and waits for one shared "go", so the measured window holds only the
-work itself.
+Each desk keeps its connections across jobs, prepares its job (connects,
+reads the session), reports ready and waits for one shared "go", so a window
+holds only the work. Claim parts use threads: on 2 cores eight client
+processes cost mongod twice the CPU per claim of eight threads, and the GIL
+never limited them (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -18,12 +15,11 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 PROCESSES = "processes"
 THREADS = "threads"
-PRELOAD = ["bench.pool", "bench.engine", "bench.celery_load"]
+PRELOAD = ["bench.harness.desks", "bench.harness.claims", "bench.harness.callers"]
 STEP_TIMEOUT_SECONDS = 120.0
 
 
@@ -38,23 +34,20 @@ class Job(Protocol):
         ...
 
 
-def desk_main(index: int, inbox: Any, outbox: Any, go: Any) -> None:
-    """The loop of one desk: take a job, prepare, report ready, wait for go, run, report."""
+def desk_main(index: int, inbox: Any, outbox: Any, go: Any, in_process: bool = False) -> None:
+    """One desk: take a job, prepare, report ready, wait for go, run, report; close what it kept at the end.
+
+    A desk process ignores Ctrl-C: that is for the parent, which stops the desks itself.
+    """
+    if in_process:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     cache: dict[str, Any] = {}
     try:
         while (job := inbox.get()) is not None:
             outbox.put(_run_one(index, job, cache, outbox, go))
     finally:
         for resource in cache.values():
-            close = getattr(resource, "close", None)
-            if callable(close):
-                close()
-
-
-def process_desk_main(index: int, inbox: Any, outbox: Any, go: Any) -> None:
-    """A desk in its own process: Ctrl-C is for the parent, which stops the desks itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    desk_main(index, inbox, outbox, go)
+            getattr(resource, "close", lambda: None)()
 
 
 def _run_one(index: int, job: Job, cache: dict[str, Any], outbox: Any, go: Any) -> tuple[str, int, Any]:
@@ -71,8 +64,7 @@ def _run_one(index: int, job: Job, cache: dict[str, Any], outbox: Any, go: Any) 
         return ("error", index, f"run: {type(exc).__name__}: {exc}")
 
 
-@dataclass
-class Measurement:
+class Measurement(NamedTuple):
     """What one synchronised run returned: the go time and each desk's result."""
 
     started: float
@@ -111,12 +103,9 @@ class DeskPool:
 
     def _start_desk(self, index: int) -> None:
         inbox = self._context.Queue() if self._context else queue.Queue()
-        if self._context is not None:
-            desk = self._context.Process(target=process_desk_main, args=(index, inbox, self.outbox, self.go),
-                                         name=f"bench-desk-{index}", daemon=True)
-        else:
-            desk = threading.Thread(target=desk_main, args=(index, inbox, self.outbox, self.go),
-                                    name=f"bench-desk-{index}", daemon=True)
+        start = self._context.Process if self._context is not None else threading.Thread
+        desk = start(target=desk_main, args=(index, inbox, self.outbox, self.go, self._context is not None),
+                     name=f"bench-desk-{index}", daemon=True)
         self.inboxes.append(inbox)
         self.desks.append(desk)
         desk.start()
@@ -156,7 +145,11 @@ class DeskPool:
             try:
                 kind, index, payload = self.outbox.get(timeout=1.0)
             except queue.Empty:
-                self._check_alive(deadline, kinds)
+                if dead := [desk.name for desk in self.desks if not desk.is_alive()]:
+                    raise BenchError(f"desks exited unexpectedly: {', '.join(dead)}") from None
+                if time.monotonic() > deadline:
+                    raise BenchError(f"desks silent for {STEP_TIMEOUT_SECONDS:.0f}s (waiting for {sorted(kinds)})") \
+                        from None
                 continue
             if kind == "error":
                 errors[index] = payload
@@ -165,19 +158,10 @@ class DeskPool:
                 received[index] = payload
         return received, errors
 
-    def _check_alive(self, deadline: float, kinds: set[str]) -> None:
-        """Raise when a desk died or the desks have been silent past ``deadline``."""
-        dead = [desk.name for desk in self.desks if not desk.is_alive()]
-        if dead:
-            raise BenchError(f"desks exited unexpectedly: {', '.join(dead)}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"desks silent for {STEP_TIMEOUT_SECONDS:.0f}s (waiting for {sorted(kinds)})")
-
     def stop(self, graceful: bool = True) -> None:
         """Stop every desk: politely after a clean run, at once (processes by PID) after an error.
 
-        Thread desks that are still busy after an error are daemons and end
-        with this process.
+        Thread desks still busy after an error are daemons and end with this process.
         """
         self.go.set()
         for inbox in self.inboxes:

@@ -1,9 +1,8 @@
-"""CPU time used per operation, by component, read from ``/proc`` for the processes we started.
+"""CPU time per operation by component (mongod, redis-server, workers, clients), read from ``/proc``.
 
-On a 2-core machine the parts of this benchmark are CPU-bound, so a ratio of
-throughputs is a ratio of CPU costs. Measuring those costs per component
-(mongod, redis-server, workers, clients) shows where the time goes, and the
-machine-wide busy share shows how much other load there was.
+On 2 cores the parts are CPU-bound, so a ratio of throughputs is a ratio of
+CPU costs; per component they show where the time goes, and the machine's
+busy share how much other load there was.
 """
 
 from __future__ import annotations
@@ -24,25 +23,6 @@ def process_seconds(pid: int) -> float:
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def with_descendants(pids: Iterable[int]) -> list[int]:
-    """``pids`` and every process below them (pool children, for instance)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found: list[int] = []
-    stack = [pid for pid in pids if pid]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
 
 
 def machine_seconds() -> tuple[float, float]:
@@ -74,8 +54,8 @@ class CpuUse:
 class CpuMeter:
     """Samples the CPU seconds of named groups of processes before and after a window.
 
-    Each group names its processes exactly (wrap a source in ``with_descendants``
-    to include pool children); a thread desk's group is this whole process.
+    Each group names its processes exactly (a worker with its pool children);
+    a thread desk's group is this whole process.
     """
 
     def __init__(self, groups: dict[str, PidSource]) -> None:

@@ -57,15 +57,17 @@ class AssignmentClient:
 
     def __init__(self, settings: Settings | None = None, timeout_seconds: float | None = None,
                  retries: int | None = None, app: CallqueueCelery | None = None,
-                 stop_at_store_outage: bool = False) -> None:
+                 stop_at_store_outage: bool = False, forget_answers: bool = True) -> None:
         """``stop_at_store_outage``: raise ``StoreUnavailable`` as soon as one wait ends while the workers
         retry the request because MongoDB is unreachable, instead of resending (a person at a terminal
-        wants to know at once; a service may rather ride out a short restart)."""
+        wants to know at once; a service may rather ride out a short restart). ``forget_answers=False``
+        leaves each answer in the result backend until it expires, as a stock Celery caller does."""
         self.settings = settings or load_caller_settings()
         self.app = app or create_app(self.settings, include_tasks=False)
         self.timeout_seconds = timeout_seconds or self.settings.client_timeout_seconds
         self.retries = self.settings.client_retries if retries is None else retries
         self.stop_at_store_outage = stop_at_store_outage
+        self.forget_answers = forget_answers
 
     def __enter__(self) -> "AssignmentClient":
         return self
@@ -301,7 +303,7 @@ class AssignmentClient:
             with _transport_faults():
                 message = self.app.send_task(task_name, kwargs=kwargs, expires=timeout,
                                              retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-            result = _follow(message, on_progress or (lambda done, total: None), timeout)
+            result = _follow(message, on_progress or (lambda done, total: None), timeout, self.forget_answers)
         except _TransportFault as exc:
             raise self._redis_unreachable(task_name, exc) from exc
         return self._answer(task_name, result)
@@ -388,7 +390,8 @@ class AssignmentClient:
             return None
         with _transport_faults():
             state = message.state
-        _forget(message)
+        if self.forget_answers:
+            _forget(message)
         if state == states.REVOKED:
             return None
         if state == states.FAILURE:
@@ -440,7 +443,8 @@ def _raise_if_rejected(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds: float) -> dict[str, Any]:
+def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds: float,
+            forget: bool = True) -> dict[str, Any]:
     """Poll a job's state, reporting progress, until it is ready or the timeout passes."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
@@ -452,7 +456,8 @@ def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds
             if state != states.SUCCESS:
                 raise TaskFailed(f"{message.id} ended in {state}: {info}")
             result = message.result
-            _forget(message)
+            if forget:
+                _forget(message)
             return result
         time.sleep(JOB_POLL_SECONDS)
     raise RequestTimedOut(f"job {message.id} did not finish within {timeout_seconds:g}s")

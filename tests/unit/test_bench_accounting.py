@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from bench.harness.callers import (
-    ASSIGN_TASK, NOOP_PAIR, CallRun, PressRecord, WindowResult, check_window, measure_calls, values,
+    ASSIGN_TASK, NOOP_PAIR, ONE_TRIP, PRESS, CallRun, PressRecord, WindowResult, check_window, measure_calls, values,
 )
 from bench.harness.desks import BenchError, Measurement
 from bench.harness.integrity import Answer, IntegrityReport, combine
 from bench.parts.campaigns import CampaignsConfig, _poll
 from bench.parts.failover import EventResult
-from bench.parts.open_loop import OpenLoopConfig, OpenLoopPart, OpenLoopResults, RateResult
+from bench.parts.open_loop import Capacity, OpenLoopConfig, OpenLoopPart, OpenLoopResults, RateResult
 
 
 class RecordedPool:
@@ -95,11 +95,11 @@ def test_a_window_of_answered_presses_stands() -> None:
 
 
 def test_open_loop_targets_without_presses_fail() -> None:
-    results = OpenLoopResults(OpenLoopConfig(), 100.0, [RateResult(0.1, 10.0, "s", 100)])
+    results = OpenLoopResults(OpenLoopConfig(), Capacity(), [RateResult(0.1, 10.0, "s", 100)])
     goals = OpenLoopPart().targets(results)
-    assert len(goals) == 2 and not any(goal.passed for goal in goals)
+    assert len(goals) == 1 + 3 and not any(goal.passed for goal in goals)
     assert all("no samples" in goal.line() for goal in goals)
-    assert NOOP_PAIR in results.rates[0].windows
+    assert set(results.rates[0].windows) == {NOOP_PAIR, PRESS, ONE_TRIP}
 
 
 # -- callbacks: the assistant's own student, nobody else's --------------------------------------

@@ -19,11 +19,10 @@ client (they are cheap) rather than sharing one across threads.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from celery import states
@@ -37,6 +36,7 @@ from config.redis_urls import redacted_url
 from producers.results import (
     Assigned, Completed, CompletedAndNext, Exhausted, ImportResult, Press, Stats, StudentUpdate, press_from_result,
 )
+from producers import waiting
 from workers.app import CallqueueCelery, create_app
 from workers.exceptions import (
     BrokerUnavailable, FailoverInProgress, InvalidArgument, RequestTimedOut, StoreUnavailable, TaskFailed,
@@ -44,10 +44,6 @@ from workers.exceptions import (
 )
 
 JOB_POLL_SECONDS = 0.2
-# wait_for_next: how often to ask again while students are held by others (nothing says when one comes back),
-# and the shortest pause between two presses of one wait.
-HELD_RECHECK_SECONDS = 2.0
-MIN_PAUSE_SECONDS = 0.05
 ProgressCallback = Callable[[int, int], None]
 PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
@@ -108,40 +104,16 @@ class AssignmentClient:
         """The next student, waiting up to ``max_wait_seconds`` for one while students are scheduled or held.
 
         Sleeps until the ``next_due_at`` of the last ``Exhausted`` answer
-        (``after``, or this method's own first press) and presses again. A
-        student past its due time is brought back by beat's promotion within
-        ``CALLQUEUE_PROMOTE_INTERVAL_SECONDS``; rather than wait for it, the
-        wait sends ``promote_due`` itself once per due time and presses at
-        once. While other assistants hold students this press could take, it
-        asks again every ``HELD_RECHECK_SECONDS`` at the latest. Returns the
+        (``after``, or this method's own first press) and presses again; once
+        that time has passed it sends ``promote_due`` itself, once per due
+        time, rather than wait for beat (``producers.waiting``). Returns the
         student, or the last ``Exhausted`` as soon as nobody is left for this
         press, nothing can come within the bound, or the time is up. All
         presses of one wait share one ``request_id``, so a press whose answer
         was lost is found again, never doubled.
         """
-        request_id = request_id or new_request_id()
-        tags = None if skills is None else list(skills)
-        deadline = time.monotonic() + max_wait_seconds
-        answer: Press = after or self.next_student(call_session_id, assistant_id, request_id, tags)
-        nudged: datetime | None = None
-        while isinstance(answer, Exhausted) and answer.someone_may_come:
-            pause, nudged = self._pause(answer, nudged)
-            if pause > deadline - time.monotonic():
-                break
-            time.sleep(pause)
-            answer = self.next_student(call_session_id, assistant_id, request_id, tags)
-        return answer
-
-    def _pause(self, answer: Exhausted, nudged: datetime | None) -> tuple[float, datetime | None]:
-        """How long to sleep before pressing again after ``answer`` (and the due time already nudged)."""
-        now, due = datetime.now(timezone.utc), answer.next_due_at
-        if due is not None and due <= now:
-            if due == nudged:
-                return HELD_RECHECK_SECONDS, nudged  # promoted, yet not for this press: someone was quicker
-            self.promote_due()  # due, not yet promoted: bring it back now rather than at beat's next run
-            return 0.0, due
-        pause = math.inf if due is None else max((due - now).total_seconds(), MIN_PAUSE_SECONDS)
-        return (min(pause, HELD_RECHECK_SECONDS) if answer.held_by_others else pause), nudged
+        return waiting.wait_for_next(self, call_session_id, assistant_id, request_id or new_request_id(),
+                             None if skills is None else list(skills), max_wait_seconds, after)
 
     def complete(self, call_session_id: str, student_id: str, assistant_id: str, outcome: str,
                  assignment_token: int, callback_at: datetime | str | None = None,

@@ -331,12 +331,14 @@ def student_rows(count: int) -> tuple[NewStudent, ...]:
     )
 
 
-def seed_session(database: Database, session_id: str, count: int, routes: tuple[str, ...] = ("",)) -> None:
+def seed_session(database: Database, session_id: str, count: int, routes: tuple[str, ...] = ("",),
+                 zones: tuple[str, ...] = ("",)) -> None:
     """Insert a session of ``count`` pending students through the project's own import.
 
-    The ``n``-th student gets routing tag ``routes[n % len(routes)]`` (none by default).
+    The ``n``-th student gets routing tag ``routes[n % len(routes)]`` and zone ``zones[n % len(zones)]``
+    (none by default); a session that has calling hours places them by their zone's window.
     """
-    rows = [row if routes == ("",) else dataclasses.replace(row, route=routes[index % len(routes)])
+    rows = [dataclasses.replace(row, route=routes[index % len(routes)], zone=zones[index % len(zones)])
             for index, row in enumerate(student_rows(count))]
     AssignmentStore(database).import_students(session_id, session_id, rows, IMPORT_CHUNK)
 

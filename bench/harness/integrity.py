@@ -3,7 +3,9 @@
 The history is replayed by ``devstack.audit.audit_session``, the same audit
 the tests and the demo use; this module adds what a benchmark knows on top:
 every claim in MongoDB was answered to someone, and the holds ended as the
-part expected (still held, completed once, or a whole session drained).
+part expected (still held, completed once, or a whole session drained). In a
+session with calling hours the audit also checks every claim against its
+student's window at the claim's time.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class IntegrityReport:
     held, or completed twice; ``holder_mismatches``: an answer the history does not record for its
     assistant, an assistant holding two, a refused completion, attempts that disagree with the history,
     or (``HOLDING``) a claim no longer held; ``claimed_without_answer``: a claim nobody was told of;
-    ``not_completed_once``: (``ENDED``, ``DRAINED``) a student not completed exactly once.
+    ``not_completed_once``: (``ENDED``, ``DRAINED``) a student not completed exactly once;
+    ``claims_outside_hours``: in a session with calling hours, a claim made (by the history's time) while
+    its student's window, in its own zone, was closed.
     """
 
     part: str
@@ -52,6 +56,7 @@ class IntegrityReport:
     holder_mismatches: int = 0
     claimed_without_answer: int = 0
     not_completed_once: int = 0
+    claims_outside_hours: int = 0
 
     @property
     def handed_twice(self) -> int:
@@ -60,7 +65,8 @@ class IntegrityReport:
 
     @property
     def ok(self) -> bool:
-        return self.handed_twice == 0 and self.claimed_without_answer == 0 and self.not_completed_once == 0
+        return (self.handed_twice == 0 and self.claimed_without_answer == 0 and self.not_completed_once == 0
+                and self.claims_outside_hours == 0)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "handed_twice": self.handed_twice, "ok": self.ok}
@@ -68,7 +74,8 @@ class IntegrityReport:
     def line(self) -> str:
         return (f"  [{'OK' if self.ok else 'FAIL'}] {self.part}: {self.answers} claims, {self.handed_twice} "
                 f"students handed to two assistants, {self.claimed_without_answer} claimed without an answer, "
-                f"{self.not_completed_once} not completed exactly once")
+                f"{self.not_completed_once} not completed exactly once"
+                + (f", {self.claims_outside_hours} claimed outside calling hours" if self.claims_outside_hours else ""))
 
 
 def check(part: str, database: Database, answers: Sequence[Answer], expect: str,
@@ -101,7 +108,8 @@ def from_audit(part: str, audit: AuditReport, answers: Sequence[Answer], expect:
                            + (audit.students - audit.held if expect == HOLDING else 0)
                            + sum(1 for answer in answers if answer.ended.startswith("refused"))),
         claimed_without_answer=audit.claims - len(set(told) - wrong),
-        not_completed_once=0 if expect == HOLDING else audit.students - audit.completed)
+        not_completed_once=0 if expect == HOLDING else audit.students - audit.completed,
+        claims_outside_hours=len(audit.claims_outside_hours))
 
 
 def combine(part: str, reports: Iterable[IntegrityReport]) -> IntegrityReport:
@@ -112,4 +120,5 @@ def combine(part: str, reports: Iterable[IntegrityReport]) -> IntegrityReport:
                            sum(report.students_claimed_twice for report in reports),
                            sum(report.holder_mismatches for report in reports),
                            sum(report.claimed_without_answer for report in reports),
-                           sum(report.not_completed_once for report in reports))
+                           sum(report.not_completed_once for report in reports),
+                           sum(report.claims_outside_hours for report in reports))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bench.harness.core import Part
 from bench.parts import (
-    campaigns, celery, drain, engine, failover, huge_sessions, many_sessions, open_loop, session_size,
+    calling_hours, campaigns, celery, drain, engine, failover, huge_sessions, many_sessions, open_loop, session_size,
 )
 
 PARTS: list[Part] = [
@@ -20,6 +20,7 @@ PARTS: list[Part] = [
     huge_sessions.PART,
     drain.PART,
     campaigns.PART,
+    calling_hours.PART,
     failover.PART,
 ]
 

@@ -107,7 +107,9 @@ def assert_the_exports_reach_the_stack(output: str, tmp_path: Path) -> None:
     stats = next(line for line in output.splitlines() if re.search(r" -m producers stats --session ", line))
     answered = pasted(output, f"{stats} --json", tmp_path)
     assert answered.returncode == 0, answered.stdout + answered.stderr
-    assert (json.loads(answered.stdout)["call_session_id"], json.loads(answered.stdout)["completed"]) == (session, 50)
+    stats = json.loads(answered.stdout)
+    assert stats["call_session_id"] == session and stats["completed"] > 0
+    assert stats["completed"] + stats["waiting_for_window"] == stats["total"]  # the rest wait for their hours
     flower = dict(re.findall(r"(FLOWER_URL|FLOWER_BASIC_AUTH)=(\S+)", output))
     login = tuple(flower["FLOWER_BASIC_AUTH"].split(":", 1))
     assert requests.get(f"{flower['FLOWER_URL']}/api/workers", timeout=10).status_code == 401

@@ -52,6 +52,11 @@ def run_hours(zone: str, start: datetime, closes_in: float, opens_in: float, reo
     return {"days": {day: [first, second] for day in WEEKDAYS}, "default_zone": zone, "last_call_seconds": 0}
 
 
+def whole_second(moment: datetime) -> datetime:
+    """Where a range written ``HH:MM:SS`` (``local_range``) starts or ends for ``moment``."""
+    return moment.replace(microsecond=0)
+
+
 def rows_by_zone(zone: str, counts: dict[int, int]) -> list[dict[str, Any]]:
     return [{"student_id": f"k{offset:+d}-{n:04d}", "tz": shifted(zone, offset), "offset": offset}
             for offset, count in counts.items() for n in range(count)]
@@ -133,9 +138,9 @@ def test_32_callers_across_12_zones_call_nobody_outside_their_hours_and_a_zone_t
     by_offset = claims_by_offset(app_database, session_id)
     assert len(by_offset[-1]) == len(by_offset[-2]) == 30  # open all along: drained
     assert 0 < len(by_offset[0]) < 600  # called until its window closed, not after
-    assert max(by_offset[0]) < start + timedelta(seconds=closes_in)
+    assert max(by_offset[0]) < whole_second(start + timedelta(seconds=closes_in))  # hours are HH:MM:SS
     opened = by_offset[1]
-    assert len(opened) == 30 and min(opened) >= start + timedelta(seconds=opens_in)  # called once it opened
+    assert len(opened) == 30 and min(opened) >= whole_second(start + timedelta(seconds=opens_in))  # once open
     assert all(not by_offset[offset] for offset in OFFSETS if offset not in (0, -1, -2, 1))
     report = audit_session(app_database, session_id)
     assert report.clean and report.held == 0

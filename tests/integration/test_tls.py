@@ -201,7 +201,7 @@ def test_health_runs_as_a_process_and_reports_everything_up(env: dict[str, str],
     assert result.returncode == 0, result.stdout + result.stderr
     checks = {check["component"]: check for check in json.loads(result.stdout)["checks"]}
     assert set(checks) == {"mongodb", "mongodb durability", "redis broker", "redis result backend",
-                           f"queue {ASSIGNMENTS_QUEUE}", f"queue {BATCH_QUEUE}"}
+                           f"queue {ASSIGNMENTS_QUEUE}", f"queue {BATCH_QUEUE}", "worker clocks"}
     assert all(check["ok"] for check in checks.values()), checks
 
 

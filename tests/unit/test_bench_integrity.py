@@ -14,6 +14,7 @@ from bench.harness.claims import ClaimJob, measure, seed_session, seed_style_cla
 from bench.harness.desks import THREADS, BenchError, DeskPool
 from bench.harness.integrity import DRAINED, ENDED, HOLDING, Answer, check
 from bench.parts.drain import SESSION, DrainConfig, _tenth
+from workers.hours import CallingHours
 from workers.store import AssignmentStore, CompletionPlan
 
 
@@ -97,3 +98,14 @@ def test_a_drain_tenth_claims_completes_and_releases(engine_database: Database, 
                         None, 0, DrainConfig(clients=2, release_every=4, cache_seconds=1.0), None)
     assert result.releases >= 2 and result.claims == 12 + result.releases
     assert check("drain", engine_database, result.answers, DRAINED, [SESSION]).ok
+
+
+def test_a_claim_outside_its_students_calling_hours_fails_the_audit(engine_database: Database,
+                                                                   store: AssignmentStore) -> None:
+    seed_session(engine_database, "zoned", 2, zones=("Etc/GMT-3",))
+    given = [claim(store, "zoned", "a1")]
+    assert check("hours", engine_database, given, HOLDING).ok
+    store.set_calling_hours("zoned", CallingHours.from_document({"days": {}, "default_zone": "Etc/GMT"}))
+    report = check("hours", engine_database, given, HOLDING)  # the claim's time is now outside the hours
+    assert report.claims_outside_hours == 1 and not report.ok
+    assert "1 claimed outside calling hours" in report.line()

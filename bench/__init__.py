@@ -10,7 +10,10 @@
   ``cpu``: CPU time per operation from ``/proc``;
 - ``claims``: the students every part seeds, the seed-style baseline, and
   claims without Celery; ``callers``: callers through Celery, closed-loop
-  and open-loop (Poisson presses);
+  and open-loop (Poisson presses); ``presses``: one press three ways (the
+  no-op pair, two trips, one trip with ``complete_and_next``);
+  ``capacity``: a press's saturated capacity and what stock callers leave
+  in the result backend;
 - ``integrity``: never handed to two assistants (``devstack.audit`` plus
   what the clients were told); ``targets``: figures (percentiles, medians,
   ratios) and the PASS/FAIL they earn; ``report``: printout, JSON, chart.

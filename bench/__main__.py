@@ -33,7 +33,8 @@ NAMES = [part.name for part in PARTS]
 @click.option("--prefetch", type=int, default=None, help="CALLQUEUE_WORKER_PREFETCH_MULTIPLIER of the workers.")
 @click.option("--worker-loglevel", default=None, help="Override the workers' --loglevel (default: INFO).")
 @click.option("--caller-processes", type=int, default=None, help="Processes the 64 Celery callers run in.")
-@click.option("--open-loop-probe", is_flag=True, help="Open loop: press bench.claim_only, not assign_next_student.")
+@click.option("--open-loop-probe", is_flag=True,
+              help="Open loop: the two-trip press claims with bench.claim_only, not assign_next_student.")
 @click.option("--failover", is_flag=True, help="Same as --part failover.")
 @click.option("--campaigns", is_flag=True, help="Same as --part campaigns.")
 @click.option("--election-timeout-ms", "election_timeouts_ms", type=click.IntRange(500, 60_000), multiple=True,

@@ -10,6 +10,12 @@ In a campaign (``Behaviour.no_answer_rate``, ``callback_every``,
 calls those students again later, and now and then an assistant asks to call
 a student back personally; an assistant told "exhausted" keeps pressing while
 students are still waiting for a retry or a callback.
+
+With ``Behaviour.one_trip`` an assistant records each outcome and gets the
+next student in one request (``complete_and_next``), and when told
+"exhausted" it waits for the next student with the client's
+``wait_for_next`` (until the answer's ``next_due_at``) instead of polling the
+session's counts.
 """
 
 from __future__ import annotations
@@ -20,17 +26,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Callable, TypeVar
 
 from config import Settings
-from devstack.audit import Handout
+from devstack.audit import CompletionAnswer, Handout
 from producers.client import AssignmentClient
-from producers.results import Assigned
-from workers.exceptions import InvalidArgument
+from producers.results import Assigned, Completed, CompletedAndNext, Exhausted, Press
+from workers.exceptions import InvalidArgument, Rejected
 
 OUTCOMES = ("reached", "voicemail", "no_answer", "wrong_number")
 NO_ANSWER = "no_answer"
 FINAL_OUTCOMES = tuple(outcome for outcome in OUTCOMES if outcome != NO_ANSWER)
 CALLBACK_OUTCOME = "call_back_later"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class Behaviour:
     # pending or held), press again every recheck_seconds, for up to drain_seconds after the first one.
     drain_seconds: float = 0.0
     recheck_seconds: float = 0.5
+    # Record the outcome and get the next student in one request (complete_and_next) instead of two.
+    one_trip: bool = False
 
 
 @dataclass
@@ -58,6 +68,8 @@ class AssistantLog:
 
     assistant_id: str
     handouts: list[Handout] = field(default_factory=list)
+    # Every completion answer received (what the assistant was told was recorded).
+    completions: list[CompletionAnswer] = field(default_factory=list)
     completed: int = 0
     released: int = 0
     already_held: int = 0
@@ -69,7 +81,8 @@ class AssistantLog:
     # "Exhausted" answers while students were still waiting (the assistant pressed again).
     waits: int = 0
     errors: list[str] = field(default_factory=list)
-    # Wall time of each assign_next call as the caller saw it, resends included.
+    # Wall time of each press as the caller saw it, resends included: assign_next, or with one_trip the
+    # complete_and_next that also recorded the previous call.
     press_seconds: list[float] = field(default_factory=list)
     # When each of those presses started (seconds since the epoch), to place it against a fault.
     press_started_at: list[float] = field(default_factory=list)
@@ -89,9 +102,11 @@ def work_through(settings: Settings, session_id: str, assistant_id: str, behavio
 
 def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: random.Random,
           behaviour: Behaviour) -> None:
+    if behaviour.one_trip:
+        _one_trip_loop(client, session_id, log, rng, behaviour)
+        return
     drain_until: float | None = None
     while log.presses < behaviour.max_presses:
-        log.presses += 1
         assigned = _press(client, session_id, log)
         if assigned is None:
             drain_until = drain_until or time.monotonic() + behaviour.drain_seconds
@@ -112,25 +127,73 @@ def _loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: ran
             _complete(client, session_id, assigned, log, rng, behaviour)
 
 
+def _one_trip_loop(client: AssignmentClient, session_id: str, log: AssistantLog, rng: random.Random,
+                   behaviour: Behaviour) -> None:
+    """Press once, then record each call and get the next student in one request, until nobody is left."""
+    drain_until: float | None = None
+    answer: Press = _timed(log, lambda: client.next_student(session_id, log.assistant_id))
+    while True:
+        if isinstance(answer, Exhausted):
+            drain_until = drain_until or time.monotonic() + behaviour.drain_seconds
+            if answer.someone_may_come and time.monotonic() < drain_until:
+                log.waits += 1
+                answer = client.wait_for_next(session_id, log.assistant_id, after=answer,
+                                              max_wait_seconds=drain_until - time.monotonic())
+            if isinstance(answer, Exhausted):
+                log.exhausted = True
+                return
+        assigned = answer
+        log.handouts.append(Handout(assigned.student_id, log.assistant_id, assigned.assignment_token))
+        log.already_held += assigned.already_held
+        if behaviour.call_seconds:
+            time.sleep(rng.uniform(0, behaviour.call_seconds))
+        more = log.presses < behaviour.max_presses
+        if behaviour.release_every and log.presses % behaviour.release_every == 0:
+            client.release(session_id, assigned.student_id, log.assistant_id, assigned.assignment_token)
+            log.released += 1
+            if not more:
+                return
+            answer = _timed(log, lambda: client.next_student(session_id, log.assistant_id))
+            continue
+        done = _complete(client, session_id, assigned, log, rng, behaviour, save_and_next=more)
+        if not isinstance(done, CompletedAndNext):
+            return
+        if isinstance(done.next, Rejected):
+            raise done.next  # the press after the completion was refused (the session closed)
+        answer = done.next
+
+
 def _complete(client: AssignmentClient, session_id: str, assigned: Assigned, log: AssistantLog,
-              rng: random.Random, behaviour: Behaviour) -> None:
-    """Complete the call: now and then with a personal callback, else with an outcome (maybe no answer)."""
+              rng: random.Random, behaviour: Behaviour, save_and_next: bool = False) -> Completed | CompletedAndNext:
+    """Complete the call: now and then with a personal callback, else with an outcome (maybe no answer).
+
+    With ``save_and_next`` the same request also presses for the next
+    student (``complete_and_next``, timed as the press).
+    """
+    def record(outcome: str, **callback: object) -> Completed | CompletedAndNext:
+        if save_and_next:
+            return _timed(log, lambda: client.complete_and_next(
+                session_id, assigned.student_id, log.assistant_id, outcome, assigned.assignment_token, **callback))
+        return client.complete(session_id, assigned.student_id, log.assistant_id, outcome,
+                               assigned.assignment_token, **callback)
+
     done = None
     if behaviour.callback_every and (log.completed + 1) % behaviour.callback_every == 0:
         callback_at = datetime.now(timezone.utc) + timedelta(seconds=behaviour.callback_delay_seconds)
         try:
-            done = client.complete(session_id, assigned.student_id, log.assistant_id, CALLBACK_OUTCOME,
-                                   assigned.assignment_token, callback_at=callback_at,
-                                   callback_assistant=log.assistant_id)
+            done = record(CALLBACK_OUTCOME, callback_at=callback_at, callback_assistant=log.assistant_id)
         except InvalidArgument as exc:
             if "next_allowed" not in exc.details:
                 raise  # not a callback outside the student's calling hours (its window closes meanwhile)
     if done is None:
-        done = client.complete(session_id, assigned.student_id, log.assistant_id, _outcome(rng, behaviour),
-                               assigned.assignment_token)
+        done = record(_outcome(rng, behaviour))
+    completion = done.completion if isinstance(done, CompletedAndNext) else done
+    log.completions.append(CompletionAnswer(completion.student_id, log.assistant_id, completion.assignment_token,
+                                            completion.outcome or ""))
     log.completed += 1
-    log.retries_scheduled += done.next == "retry"
-    log.callbacks_asked += done.next == "callback"
+    log.retries_scheduled += completion.next == "retry"
+    log.callbacks_asked += completion.next == "callback"
+    return done
 
 
 def _outcome(rng: random.Random, behaviour: Behaviour) -> str:
@@ -141,10 +204,16 @@ def _outcome(rng: random.Random, behaviour: Behaviour) -> str:
 
 def _press(client: AssignmentClient, session_id: str, log: AssistantLog) -> Assigned | None:
     """One "Get Next" press, timed (also when it fails)."""
+    return _timed(log, lambda: client.assign_next(session_id, log.assistant_id))
+
+
+def _timed(log: AssistantLog, press: Callable[[], T]) -> T:
+    """Make one press (of either kind), counted and timed (also when it fails)."""
+    log.presses += 1
     started = time.monotonic()
     log.press_started_at.append(time.time())
     try:
-        return client.assign_next(session_id, log.assistant_id)
+        return press()
     finally:
         log.press_seconds.append(time.monotonic() - started)
 

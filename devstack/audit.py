@@ -41,6 +41,16 @@ class Handout:
     assignment_token: int
 
 
+@dataclass(frozen=True)
+class CompletionAnswer:
+    """One completion a caller was told of: this student, by this assistant, under this token, this outcome."""
+
+    student_id: str
+    assistant_id: str
+    assignment_token: int
+    outcome: str
+
+
 @dataclass
 class AuditReport:
     """What the session's documents and the callers' answers show."""
@@ -71,6 +81,10 @@ class AuditReport:
     tokens_given_twice: list[tuple[str, int]] = field(default_factory=list)
     # (student, claim time) of every claim made while the student's window was closed.
     claims_outside_hours: list[tuple[str, datetime]] = field(default_factory=list)
+    # Completions callers were told of that no completion in the history matches.
+    completions_not_in_history: list[CompletionAnswer] = field(default_factory=list)
+    # Request ids under which more than one claim was made (a press must claim at most once).
+    requests_claiming_twice: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -78,12 +92,13 @@ class AuditReport:
         nobody was called outside their calling hours."""
         return not (self.double_handouts or self.completed_twice or self.assistants_holding_two
                     or self.answers_not_in_history or self.tokens_given_twice
-                    or self.attempts_not_matching_history or self.claims_outside_hours)
+                    or self.attempts_not_matching_history or self.claims_outside_hours
+                    or self.completions_not_in_history or self.requests_claiming_twice)
 
 
 def audit_session(database: Database, session_id: str, answers: Iterable[Handout] = (),
-                  claimed_only: bool = False) -> AuditReport:
-    """Replay each student's history and compare it with the answers callers got.
+                  claimed_only: bool = False, completions: Iterable[CompletionAnswer] = ()) -> AuditReport:
+    """Replay each student's history and compare it with the answers (claims and completions) callers got.
 
     ``claimed_only`` reads only the students claimed at least once (a huge
     session the benchmark claimed a little from); the counts then cover those.
@@ -91,16 +106,26 @@ def audit_session(database: Database, session_id: str, answers: Iterable[Handout
     report = AuditReport()
     claims: dict[tuple[str, int], str] = {}
     holders: Counter[str] = Counter()
+    requests: Counter[str] = Counter()
+    recorded: set[CompletionAnswer] = set()
     session = database[SESSIONS].find_one({"_id": session_id}) or {}
     hours = CallingHours.from_document(session["calling_hours"]) if session.get("calling_hours") else None
     query = {"call_session_id": session_id, **({"history.0": {"$exists": True}} if claimed_only else {})}
     for document in database[STUDENTS].find(query):
         _count_state(report, document, holders)
         _replay_history(report, document, claims)
+        for entry in document.get("history", []):
+            if entry["event"] == "claimed" and entry.get("request_id") is not None:
+                requests[entry["request_id"]] += 1
+            elif entry["event"] == "completed" and entry.get("token") is not None:
+                recorded.add(CompletionAnswer(document["_id"], entry["assistant_id"], entry["token"],
+                                              entry["outcome"]))
         if hours is not None:
             report.claims_outside_hours.extend(claims_outside_hours(hours, document))
     report.assistants_holding_two = sorted(a for a, n in holders.items() if n > 1)
+    report.requests_claiming_twice = sorted(request for request, n in requests.items() if n > 1)
     _check_answers(report, claims, answers)
+    report.completions_not_in_history = [answer for answer in completions if answer not in recorded]
     return report
 
 

@@ -5,7 +5,10 @@ refused) and retries unanswered calls (``no_answer``, 2 s later, up to 3
 calls), about one call in ten goes
 unanswered, and every 25th call of an assistant ends with a personal callback
 2 s later. Beat brings due students back every second, and the assistants
-keep pressing until every student they may call has a final outcome.
+keep pressing until every student they may call has a final outcome. Each
+assistant records a call and gets the next student in one request
+(``complete_and_next``); told "exhausted", it sleeps until the answer's
+``next_due_at`` (the client's ``wait_for_next``) instead of polling.
 
 The students live in eight time zones around the world and are called only
 between 08:00 and 20:00 of their own time: at any moment some of those zones
@@ -167,7 +170,7 @@ def _work(stack: Stack, session_id: str, options: DemoOptions) -> tuple[list[Ass
     behaviour = Behaviour(call_seconds=options.call_seconds, release_every=options.release_every,
                           no_answer_rate=options.no_answer_rate, callback_every=options.callback_every,
                           callback_delay_seconds=options.callback_delay_seconds,
-                          drain_seconds=options.drain_seconds)
+                          drain_seconds=options.drain_seconds, one_trip=True)
     assistants = [f"assistant-{n:02d}" for n in range(options.assistants)]
     started = time.perf_counter()
     logs = run_assistants(stack.settings, session_id, assistants, behaviour)
@@ -176,14 +179,16 @@ def _work(stack: Stack, session_id: str, options: DemoOptions) -> tuple[list[Ass
 
 def _audit(stack: Stack, session_id: str, logs: list[AssistantLog]) -> AuditReport:
     answers = [handout for log in logs for handout in log.handouts]
+    completions = [answer for log in logs for answer in log.completions]
     with MongoClient(stack.settings.mongo_url) as mongo:
-        return audit_session(mongo[stack.settings.mongo_db], session_id, answers)
+        return audit_session(mongo[stack.settings.mongo_db], session_id, answers, completions=completions)
 
 
 def _print_summary(stack: Stack, session_id: str, logs: list[AssistantLog], report: AuditReport,
                    seconds: float, options: DemoOptions, skipped: int) -> None:
     assigned = sum(len(log.handouts) for log in logs)
     table = Table(title=f"summary of {session_id}", show_header=False)
+    requests = sum(log.presses + log.released for log in logs)
     rows = [
         ("students", report.students),
         ("skipped at import (do-not-call list)", skipped),
@@ -205,8 +210,9 @@ def _print_summary(stack: Stack, session_id: str, logs: list[AssistantLog], repo
         ("assistants holding two students", len(report.assistants_holding_two)),
         ("errors seen by assistants", sum(len(log.errors) for log in logs)),
         ("wall time", f"{seconds:.2f} s"),
-        ("throughput", f"{assigned / seconds:.0f} assignments/s, "
-                       f"{(assigned + sum(log.completed + log.released for log in logs)) / seconds:.0f} tasks/s"),
+        ("requests: first presses, save-and-next, releases", requests),
+        ("waits for a scheduled or held student (exhausted, then wait_for_next)", sum(log.waits for log in logs)),
+        ("throughput", f"{assigned / seconds:.0f} assignments/s, {requests / seconds:.0f} requests/s"),
     ]
     for label, value in rows:
         table.add_row(label, str(value))

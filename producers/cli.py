@@ -26,8 +26,9 @@ from producers.dashboard.command import dashboard_command
 from producers.exporter import CallqueueCollector
 from producers.ops import COMMANDS
 from producers.output import client_of as _client, emit as _emit, run as _run
-from producers.results import Stats
+from producers.results import Exhausted, Press, Stats
 from producers.rowfile import ITEM_INTEGERS, STUDENT_INTEGERS, read_rows
+from workers.exceptions import Rejected
 from workers.metrics import read_counters, redis_client
 
 
@@ -89,29 +90,55 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), console=Console(stderr=True))
 
 
+def press_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a "Get Next" press: its request id, the assistant's skills, how long to wait."""
+    for option in reversed((
+        click.option("--request-id", default=None, help="Reuse to retry the same press safely."),
+        click.option("--skill", "skills", multiple=True, metavar="TAG",
+                     help="Routing tag the assistant may take besides untagged students (repeatable)."),
+        click.option("--wait", "wait_seconds", type=click.FloatRange(0, 3600), default=0.0, metavar="SECONDS",
+                     help="When nobody is there but students are scheduled or held, wait up to this long "
+                          "for one (sleeping until the next is due)."),
+    )):
+        command = option(command)
+    return command
+
+
+def completion_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The outcome of a call and the callback it may ask for."""
+    for option in reversed((
+        click.option("--outcome", required=True, help="What came of the call, e.g. reached, voicemail."),
+        click.option("--callback-at", default=None, metavar="ISO",
+                     help="Call the student back then: ISO-8601 with a zone, e.g. 2026-11-28T17:00:00+01:00."),
+        click.option("--callback-assistant", default=None, metavar="ID",
+                     help="Reserve the callback for this assistant (during the session's grace period)."),
+    )):
+        command = option(command)
+    return command
+
+
+def press_answer(answer: Press) -> dict[str, Any]:
+    """A press's answer as the task gives it: ``assigned`` with the student, or ``exhausted`` with why and when."""
+    return {"status": "exhausted" if isinstance(answer, Exhausted) else "assigned", **answer.__dict__}
+
+
 @cli.command("next")
 @click.option("--session", "session_id", required=True)
 @click.option("--assistant", "assistant_id", required=True)
-@click.option("--request-id", default=None, help="Reuse to retry the same press safely.")
-@click.option("--skill", "skills", multiple=True, metavar="TAG",
-              help="Routing tag the assistant may take besides untagged students (repeatable).")
+@press_options
 @click.pass_context
 def next_command(ctx: click.Context, session_id: str, assistant_id: str, request_id: str | None,
-                 skills: tuple[str, ...]) -> None:
+                 skills: tuple[str, ...], wait_seconds: float) -> None:
     """Get the next student for an assistant (a due personal callback first)."""
     with _client(ctx) as client:
-        assigned = _run(lambda: client.assign_next(session_id, assistant_id, request_id, skills or None))
-    _emit({"status": "exhausted", "call_session_id": session_id} if assigned is None
-          else {"status": "assigned", **assigned.__dict__})
+        answer = _run(lambda: client.wait_for_next(session_id, assistant_id, skills or None, wait_seconds,
+                                                   request_id=request_id))
+    _emit(press_answer(answer))
 
 
 @cli.command("complete")
 @holder_options
-@click.option("--outcome", required=True, help="What came of the call, e.g. reached, voicemail.")
-@click.option("--callback-at", default=None, metavar="ISO",
-              help="Call the student back then: ISO-8601 with a zone, e.g. 2026-11-28T17:00:00+01:00.")
-@click.option("--callback-assistant", default=None, metavar="ID",
-              help="Reserve the callback for this assistant (during the session's grace period).")
+@completion_options
 @click.pass_context
 def complete_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
                      assignment_token: int, outcome: str, callback_at: str | None,
@@ -121,6 +148,33 @@ def complete_command(ctx: click.Context, session_id: str, student_id: str, assis
         update = _run(lambda: client.complete(session_id, student_id, assistant_id, outcome, assignment_token,
                                               callback_at, callback_assistant))
     _emit(update.__dict__)
+
+
+@cli.command("complete-next")
+@holder_options
+@completion_options
+@press_options
+@click.pass_context
+def complete_next_command(ctx: click.Context, session_id: str, student_id: str, assistant_id: str,
+                          assignment_token: int, outcome: str, callback_at: str | None,
+                          callback_assistant: str | None, request_id: str | None, skills: tuple[str, ...],
+                          wait_seconds: float) -> None:
+    """Record the outcome for a student you hold and get the next student, in one request ("save and next").
+
+    A refused completion prints the rejection and exits 2 (nothing was
+    claimed); a refused press is printed as the answer's ``next``.
+    """
+    with _client(ctx) as client:
+        done = _run(lambda: client.complete_and_next(session_id, student_id, assistant_id, outcome,
+                                                     assignment_token, callback_at, callback_assistant,
+                                                     request_id, skills or None))
+        following = done.next
+        if isinstance(following, Exhausted) and wait_seconds:
+            following = _run(lambda: client.wait_for_next(session_id, assistant_id, skills or None, wait_seconds,
+                                                          after=done.next))
+    _emit({"status": "completed_and_next", "call_session_id": session_id, "completion": done.completion.__dict__,
+           "next": ({"status": "rejected", "error": following.to_error()} if isinstance(following, Rejected)
+                    else press_answer(following))})
 
 
 @cli.command("release")

@@ -9,7 +9,9 @@ Every request is safe to send again, and the client does so after a timeout
 or a broken connection: "Get Next" reuses the same ``request_id``, so a
 retried press never claims a second student. Each message also expires after
 the client's timeout, so a message delivered after the caller gave up is
-discarded instead of claiming a student nobody will call.
+discarded instead of claiming a student nobody will call. Once an answer is
+read, the client deletes it from the result backend (``AsyncResult.forget``),
+so Redis does not hold it for ``CALLQUEUE_RESULT_EXPIRES_SECONDS``.
 
 A client holds its own Celery app and connections: give each thread its own
 client (they are cheap) rather than sharing one across threads.
@@ -31,7 +33,10 @@ from kombu.exceptions import EncodeError
 
 from config import Settings, load_caller_settings
 from config.redis_urls import redacted_url
-from producers.results import Assigned, Completed, ImportResult, Stats, StudentUpdate
+from producers.results import (
+    Assigned, Completed, CompletedAndNext, Exhausted, ImportResult, Press, Stats, StudentUpdate, press_from_result,
+)
+from producers import waiting
 from workers.app import CallqueueCelery, create_app
 from workers.exceptions import (
     BrokerUnavailable, FailoverInProgress, InvalidArgument, RequestTimedOut, StoreUnavailable, TaskFailed,
@@ -48,15 +53,17 @@ class AssignmentClient:
 
     def __init__(self, settings: Settings | None = None, timeout_seconds: float | None = None,
                  retries: int | None = None, app: CallqueueCelery | None = None,
-                 stop_at_store_outage: bool = False) -> None:
+                 stop_at_store_outage: bool = False, forget_answers: bool = True) -> None:
         """``stop_at_store_outage``: raise ``StoreUnavailable`` as soon as one wait ends while the workers
         retry the request because MongoDB is unreachable, instead of resending (a person at a terminal
-        wants to know at once; a service may rather ride out a short restart)."""
+        wants to know at once; a service may rather ride out a short restart). ``forget_answers=False``
+        leaves each answer in the result backend until it expires, as a stock Celery caller does."""
         self.settings = settings or load_caller_settings()
         self.app = app or create_app(self.settings, include_tasks=False)
         self.timeout_seconds = timeout_seconds or self.settings.client_timeout_seconds
         self.retries = self.settings.client_retries if retries is None else retries
         self.stop_at_store_outage = stop_at_store_outage
+        self.forget_answers = forget_answers
 
     def __enter__(self) -> "AssignmentClient":
         return self
@@ -83,6 +90,31 @@ class AssignmentClient:
                            assistant_id=assistant_id, request_id=request_id, **extra)
         return None if result["status"] == "exhausted" else Assigned.from_result(result, request_id)
 
+    def next_student(self, call_session_id: str, assistant_id: str, request_id: str | None = None,
+                     skills: Iterable[str] | None = None) -> Press:
+        """Like ``assign_next``, but "nobody" is an ``Exhausted`` saying why and when someone could be there."""
+        request_id = request_id or new_request_id()
+        extra = {} if skills is None else {"skills": list(skills)}
+        return press_from_result(self.call("callqueue.assign_next_student", call_session_id=call_session_id,
+                                           assistant_id=assistant_id, request_id=request_id, **extra), request_id)
+
+    def wait_for_next(self, call_session_id: str, assistant_id: str, skills: Iterable[str] | None = None,
+                      max_wait_seconds: float = 60.0, after: Exhausted | None = None,
+                      request_id: str | None = None) -> Press:
+        """The next student, waiting up to ``max_wait_seconds`` for one while students are scheduled or held.
+
+        Sleeps until the ``next_due_at`` of the last ``Exhausted`` answer
+        (``after``, or this method's own first press) and presses again; once
+        that time has passed it sends ``promote_due`` itself, once per due
+        time, rather than wait for beat (``producers.waiting``). Returns the
+        student, or the last ``Exhausted`` as soon as nobody is left for this
+        press, nothing can come within the bound, or the time is up. All
+        presses of one wait share one ``request_id``, so a press whose answer
+        was lost is found again, never doubled.
+        """
+        return waiting.wait_for_next(self, call_session_id, assistant_id, request_id or new_request_id(),
+                             None if skills is None else list(skills), max_wait_seconds, after)
+
     def complete(self, call_session_id: str, student_id: str, assistant_id: str, outcome: str,
                  assignment_token: int, callback_at: datetime | str | None = None,
                  callback_assistant: str | None = None) -> Completed:
@@ -93,14 +125,29 @@ class AssignmentClient:
         The answer says whether the outcome is final or the student will be
         called again (``next``: ``final``, ``retry`` or ``callback``).
         """
-        extra: dict[str, Any] = {}
-        if callback_at is not None:
-            extra["callback_at"] = iso_moment(callback_at)
-        if callback_assistant is not None:
-            extra["callback_assistant"] = callback_assistant
         return Completed.from_result(self.call(
             "callqueue.complete_student", call_session_id=call_session_id, student_id=student_id,
-            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token, **extra))
+            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token,
+            **_callback(callback_at, callback_assistant)))
+
+    def complete_and_next(self, call_session_id: str, student_id: str, assistant_id: str, outcome: str,
+                          assignment_token: int, callback_at: datetime | str | None = None,
+                          callback_assistant: str | None = None, request_id: str | None = None,
+                          skills: Iterable[str] | None = None) -> CompletedAndNext:
+        """Record the call's outcome and get the next student, in one round trip ("save and next").
+
+        The completion is that of ``complete``; the press that follows it,
+        made only once the completion is recorded, is that of ``next_student``.
+        A refused completion raises its ``Rejected`` (nothing was claimed); a
+        refused press is the answer's ``next``. Resent after a timeout with
+        the same ``request_id``, it gets the same completion and student.
+        """
+        request_id = request_id or new_request_id()
+        extra = {} if skills is None else {"skills": list(skills)}
+        return CompletedAndNext.from_result(self.call(
+            "callqueue.complete_and_next", call_session_id=call_session_id, student_id=student_id,
+            assistant_id=assistant_id, outcome=outcome, assignment_token=assignment_token,
+            request_id=request_id, **_callback(callback_at, callback_assistant), **extra), request_id)
 
     def release(self, call_session_id: str, student_id: str, assistant_id: str,
                 assignment_token: int) -> StudentUpdate:
@@ -228,7 +275,7 @@ class AssignmentClient:
             with _transport_faults():
                 message = self.app.send_task(task_name, kwargs=kwargs, expires=timeout,
                                              retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-            result = _follow(message, on_progress or (lambda done, total: None), timeout)
+            result = _follow(message, on_progress or (lambda done, total: None), timeout, self.forget_answers)
         except _TransportFault as exc:
             raise self._redis_unreachable(task_name, exc) from exc
         return self._answer(task_name, result)
@@ -313,9 +360,13 @@ class AssignmentClient:
                 "(python -m producers health checks every server)")
         if result is None:
             return None
-        if message.state == states.REVOKED:
+        with _transport_faults():
+            state = message.state
+        if self.forget_answers:
+            _forget(message)
+        if state == states.REVOKED:
             return None
-        if message.state == states.FAILURE:
+        if state == states.FAILURE:
             raise TaskFailed(f"{task_name} failed: {type(result).__name__}: {result}")
         return result
 
@@ -364,7 +415,8 @@ def _raise_if_rejected(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds: float) -> dict[str, Any]:
+def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds: float,
+            forget: bool = True) -> dict[str, Any]:
     """Poll a job's state, reporting progress, until it is ready or the timeout passes."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
@@ -375,9 +427,35 @@ def _follow(message: AsyncResult, on_progress: ProgressCallback, timeout_seconds
         elif state in states.READY_STATES:
             if state != states.SUCCESS:
                 raise TaskFailed(f"{message.id} ended in {state}: {info}")
-            return message.result
+            result = message.result
+            if forget:
+                _forget(message)
+            return result
         time.sleep(JOB_POLL_SECONDS)
     raise RequestTimedOut(f"job {message.id} did not finish within {timeout_seconds:g}s")
+
+
+def _forget(message: AsyncResult) -> None:
+    """Delete an answer that has been read from the result backend (it would stay for the result expiry).
+
+    Best effort: the answer is already in hand, and a key left behind by a
+    Redis hiccup still expires on its own, so a failure here must not turn
+    into a resend.
+    """
+    try:
+        message.forget()
+    except Exception:  # noqa: BLE001 - see docstring
+        pass
+
+
+def _callback(callback_at: datetime | str | None, callback_assistant: str | None) -> dict[str, Any]:
+    """The callback arguments of a completion, as the tasks take them (only those given)."""
+    extra: dict[str, Any] = {}
+    if callback_at is not None:
+        extra["callback_at"] = iso_moment(callback_at)
+    if callback_assistant is not None:
+        extra["callback_assistant"] = callback_assistant
+    return extra
 
 
 def _entries(numbers: Iterable[str] | None, student_ids: Iterable[str] | None,

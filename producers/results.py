@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
+
+from workers.exceptions import Rejected, rejection_from_error
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,43 @@ class Assigned:
         return cls(result["call_session_id"], result["student_id"], dict(result["student"]),
                    result["assigned_to"], int(result["assignment_token"]),
                    bool(result["already_held"]), request_id, result.get("import_id"))
+
+
+@dataclass(frozen=True)
+class Exhausted:
+    """Nobody this press could take is there now: why (``reason``), and when someone could be.
+
+    ``reason`` is ``scheduled`` (``scheduled`` students wait for a retry or
+    callback time, the first at ``next_due_at``), ``held`` (other assistants
+    hold ``held_by_others`` students this press could take; none waits) or
+    ``none_left``.
+    """
+
+    call_session_id: str
+    reason: str
+    next_due_at: datetime | None = None
+    scheduled: int = 0
+    held_by_others: int = 0
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> "Exhausted":
+        return cls(result["call_session_id"], result.get("reason") or "none_left",
+                   parse_moment(result.get("next_due_at")), int(result.get("scheduled") or 0),
+                   int(result.get("held_by_others") or 0))
+
+    @property
+    def someone_may_come(self) -> bool:
+        """False when nobody this press could take is left: waiting is pointless."""
+        return self.reason != "none_left"
+
+
+Press = Union[Assigned, Exhausted]
+
+
+def press_from_result(result: Mapping[str, Any], request_id: str) -> Press:
+    """The answer of a "Get Next" press: the student handed out, or ``Exhausted``."""
+    return Exhausted.from_result(result) if result["status"] == "exhausted" else Assigned.from_result(result,
+                                                                                                       request_id)
 
 
 @dataclass(frozen=True)
@@ -75,6 +114,31 @@ class Completed(StudentUpdate):
                    next=result.get("next") or "final",
                    next_attempt_at=parse_moment(result.get("next_attempt_at")),
                    callback_assistant=result.get("callback_assistant"))
+
+
+@dataclass(frozen=True)
+class CompletedAndNext:
+    """A completion and the press that followed it (``callqueue.complete_and_next``).
+
+    ``next`` is the student handed out, ``Exhausted``, or the ``Rejected``
+    error that refused the press (for example ``SessionClosed``): the
+    completion stands either way.
+    """
+
+    completion: Completed
+    next: Assigned | Exhausted | Rejected
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any], request_id: str) -> "CompletedAndNext":
+        following = result["next"]
+        return cls(Completed.from_result(result["completion"]),
+                   rejection_from_error(following.get("error") or {}) if following["status"] == "rejected"
+                   else press_from_result(following, request_id))
+
+    @property
+    def student(self) -> Assigned | None:
+        """The next student, or None when the press found nobody or was refused."""
+        return self.next if isinstance(self.next, Assigned) else None
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,35 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class Exhausted:
+    """A press that found nobody: why, and when this press could next find someone.
+
+    ``reason`` is ``scheduled`` (students this press could take are waiting
+    for a retry or callback time; the earliest is ``next_due_at``), ``held``
+    (none is waiting, but other assistants are calling students this press
+    could take, who come back if released, reclaimed or retried) or
+    ``none_left`` (nobody this press could take is left). ``scheduled`` and
+    ``held_by_others`` count those students.
+    """
+
+    call_session_id: str
+    reason: str
+    next_due_at: datetime | None = None
+    scheduled: int = 0
+    held_by_others: int = 0
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "status": "exhausted",
+            "call_session_id": self.call_session_id,
+            "reason": self.reason,
+            "next_due_at": _iso(self.next_due_at),
+            "scheduled": self.scheduled,
+            "held_by_others": self.held_by_others,
+        }
+
+
+@dataclass(frozen=True)
 class StudentState:
     """Where one student stands after a completion or a release."""
 

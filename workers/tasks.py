@@ -211,10 +211,11 @@ def assign_next_student(call_session_id: str, assistant_id: str, request_id: str
     assignment = store.assign_next(_open_sessions.open_session(store, session_id), assistant, request,
                                    skills=tags)
     if assignment is None:
-        store.open_session(session_id)  # read afresh: a session closed meanwhile is refused as closed
-        report("exhausted", session=session_id, assistant=assistant, request_id=request,
+        session = store.open_session(session_id)  # read afresh: a session closed meanwhile is refused as closed
+        exhausted = store.why_exhausted(session, assistant, tags)
+        report("exhausted", session=session_id, assistant=assistant, request_id=request, reason=exhausted.reason,
                duration_ms=_ms(started))
-        return {"status": "exhausted", "call_session_id": session_id}
+        return exhausted.to_result()
     report("claimed", session=session_id, assistant=assistant, student=assignment.student_id,
            token=assignment.assignment_token, request_id=request,
            already_held=assignment.already_held, duration_ms=_ms(started))
@@ -249,6 +250,47 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
            outcome=result, attempt=completion.attempt, next=completion.next, request_id=request,
            duration_ms=_ms(started), also_count=(f"completed_{completion.next}",))
     return completion.to_result()
+
+
+@callqueue_task("callqueue.complete_and_next", acks_late=True, reject_on_worker_lost=True)
+def complete_and_next(call_session_id: str, student_id: str, assistant_id: str, outcome: str,
+                      assignment_token: int, callback_at: str | None = None, callback_assistant: str | None = None,
+                      request_id: str | None = None, skills: list | None = None) -> Result:
+    """Record the call's outcome and hand the assistant the next student, in one request.
+
+    Two atomic steps, each exactly what its own task does: the completion of
+    ``complete_student`` and, only once it succeeded (or was an exact repeat),
+    the claim of ``assign_next_student`` under ``request_id`` (without one,
+    the task id). A refused completion is the answer, and nothing is claimed;
+    a refused claim is the ``next`` answer beside the completion. Sent again
+    (a retry, or a redelivery after a worker died between the two steps), the
+    completion is recognised as a repeat and the request id finds the student
+    it claimed, so the answer is the same pair and no second student is claimed.
+    """
+    started = time.perf_counter()
+    request = optional_id("request_id", request_id, _limit()) or _current_request_id()
+    if skills is not None:
+        require_ids("skills", skills, _limit(), app.settings.max_skills)  # refused before anything is written
+    completion = _body(complete_student)(call_session_id, student_id, assistant_id, outcome, assignment_token,
+                                         callback_at, callback_assistant)
+    session = completion["call_session_id"]
+    try:
+        following = _body(assign_next_student)(call_session_id, assistant_id, request, skills)
+    except Rejected as exc:
+        report("rejected", code=exc.code, task="callqueue.complete_and_next", request_id=request, session=session,
+               assistant=assistant_id)
+        following = {"status": "rejected", "error": exc.to_error()}
+    log_event("completed_and_next", session=session, assistant=assistant_id, student=completion["student_id"],
+              token=completion["assignment_token"], request_id=request, next=following["status"],
+              next_student=following.get("student_id"), next_token=following.get("assignment_token"),
+              next_code=following.get("error", {}).get("code"), duration_ms=_ms(started))
+    return {"status": "completed_and_next", "call_session_id": session, "completion": completion,
+            "next": following}
+
+
+def _body(task: Task) -> Callable[..., Result]:
+    """A task's own function, which raises its rejections (the task answers them): to run two tasks as one."""
+    return inspect.unwrap(task.run)
 
 
 @callqueue_task("callqueue.release_student", acks_late=True, reject_on_worker_lost=True)

@@ -9,9 +9,10 @@ Open loop (``PressJob``): a closed loop hides queueing, but people press when
 they are ready. Each desk runs its own Poisson stream (streams add up to one
 at the full rate): a dispatcher releases each press on time to an idle sender
 thread and a free assistant, and latency runs from the *scheduled* arrival.
-A press is an assign then the completion of the student handed out; its
-baseline, the no-op pair, sends ``bench.noop`` and ``bench.noop_complete``
-with the same arguments. A window with a failed press is no measurement
+A press is one of ``bench.harness.presses``' three kinds: the no-op pair
+(``bench.noop`` and ``bench.noop_complete``, the baseline), two trips (an
+assign, then the completion of the student handed out) or one trip
+(``complete_and_next``). A window with a failed press is no measurement
 (``check_window``): its percentiles would leave out the presses that failed.
 """
 
@@ -21,7 +22,6 @@ import queue
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,13 +29,16 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from bench.harness.cpu import CpuMeter, CpuUse
 from bench.harness.desks import BenchError, DeskPool
-from bench.harness.integrity import COMPLETED, HELD, Answer
+from bench.harness.integrity import COMPLETED, Answer
+from bench.harness.presses import (
+    ASSIGN_TASK, NOOP_PAIR, ONE_TRIP, PRESS, Arrival, Presser, PressRecord, desk_clients, failed, prime,
+)
 from bench.harness.targets import latency_summary, ratio
-from bench.tasks import NOOP_COMPLETE_TASK, NOOP_TASK
-from config import Settings
+from bench.tasks import NOOP_TASK
 from producers.client import AssignmentClient
 
-ASSIGN_TASK = "callqueue.assign_next_student"
+__all__ = ["ASSIGN_TASK", "NOOP_PAIR", "ONE_TRIP", "PRESS", "PressRecord", "desk_clients"]
+
 CLIENT_TIMEOUT_SECONDS = 30.0
 
 
@@ -107,34 +110,6 @@ class CallRun:
                    [answer for run in runs for answer in run.answers], max(run.finished for run in runs))
 
 
-class ClientSet(list):
-    """The clients of one desk, closed together when the desk stops."""
-
-    def close(self) -> None:
-        for client in self:
-            client.close()
-
-
-def desk_clients(cache: dict[str, Any], environ: dict[str, str], count: int, timeout_seconds: float,
-                 warm_task: str | None = None) -> list[AssignmentClient]:
-    """``count`` producer clients a desk keeps across jobs; new ones make one ``warm_task`` call.
-
-    The warming call opens each client's broker and result connections
-    outside any measured window.
-    """
-    key = f"clients-{timeout_seconds}"
-    clients = cache.get(key)
-    if clients is None or len(clients) < count:
-        if clients is not None:
-            clients.close()
-        settings = Settings.from_env(environ)
-        clients = cache[key] = ClientSet([AssignmentClient(settings, timeout_seconds=timeout_seconds, retries=0)
-                                          for _ in range(count)])
-        for client in clients if warm_task else ():
-            client.call(warm_task, call_session_id="warm", assistant_id="warm")
-    return clients[:count]
-
-
 @dataclass(frozen=True)
 class CallResult:
     """Throughput and latency percentiles of one task under ``callers`` concurrent callers.
@@ -200,51 +175,11 @@ def combine(results: list[CallResult]) -> CallResult:
 
 # -- open loop ----------------------------------------------------------------------------------------------
 
-NOOP_PAIR = "noop_pair"
-PRESS = "assign_complete"
-KIND_TASKS = {NOOP_PAIR: (NOOP_TASK, NOOP_COMPLETE_TASK), PRESS: (ASSIGN_TASK, "callqueue.complete_student")}
-
-
-@dataclass(frozen=True)
-class PressRecord:
-    """One press as its desk saw it; times in ms, None where that step did not happen.
-
-    ``assign_ms`` (scheduled arrival to the assign answer) is the press
-    latency; ``lag_ms`` is how late the assign was sent (included in it).
-    """
-
-    lag_ms: float
-    assign_ms: float | None
-    assign_trip_ms: float | None
-    complete_ms: float | None
-    total_ms: float | None
-    assign_status: str
-    complete_status: str | None
-    waited_for_sender: bool
-    waited_for_assistant: bool
-    answer: Answer | None
-
-    @property
-    def answered(self) -> bool:
-        """Assigned (or no-op), then completed (or no-op): the press did what it should."""
-        return self.assign_status in ("assigned", "noop") and self.complete_status in (COMPLETED, "noop")
-
-
 class DeskRun(NamedTuple):
     """One desk's presses of one window, and when its last answer came."""
 
     records: list[PressRecord]
     finished: float
-
-
-class _Press(NamedTuple):
-    """An arrival handed to a sender."""
-
-    index: int
-    due: float
-    assistant: str
-    waited_for_sender: bool
-    waited_for_assistant: bool
 
 
 def arrival_offsets(rate: float, seconds: float, rng: random.Random) -> list[float]:
@@ -278,8 +213,11 @@ class PressJob:
 
     def prepare(self, cache: dict[str, Any]) -> Callable[[float], DeskRun]:
         clients = desk_clients(cache, self.environ, self.threads, self.timeout_seconds, warm_task=NOOP_TASK)
+        if self.kind == ONE_TRIP:
+            prime(cache, clients, self.session_id, self.assistants)
+        presser = Presser(self.kind, self.session_id, self.outcome, self.press_task, cache)
         offsets = arrival_offsets(self.rate, self.seconds, random.Random(self.seed))
-        return lambda go_time: _DeskWindow(self, clients).run(go_time, offsets)
+        return lambda go_time: _DeskWindow(self, clients, presser).run(go_time, offsets)
 
 
 class _DeskWindow:
@@ -292,9 +230,9 @@ class _DeskWindow:
     scheduled arrival.
     """
 
-    def __init__(self, job: PressJob, clients: list[AssignmentClient]) -> None:
-        self.job, self.clients = job, clients
-        self.inbox: queue.Queue[_Press | None] = queue.Queue()
+    def __init__(self, job: PressJob, clients: list[AssignmentClient], presser: Presser) -> None:
+        self.job, self.clients, self.presser = job, clients, presser
+        self.inbox: queue.Queue[Arrival | None] = queue.Queue()
         self.idle_senders = threading.Semaphore(len(clients))
         self.free_assistants: queue.Queue[str] = queue.Queue()
         for assistant in job.assistants:
@@ -313,7 +251,7 @@ class _DeskWindow:
                 while (remaining := due - time.monotonic()) > 0:
                     time.sleep(remaining)
                 assistant, waited_for_assistant = self._take_assistant(due)
-                self.inbox.put(_Press(index, due, assistant, self._take_sender(due), waited_for_assistant))
+                self.inbox.put(Arrival(index, due, assistant, self._take_sender(due), waited_for_assistant))
         finally:
             for _sender in senders:
                 self.inbox.put(None)
@@ -339,67 +277,16 @@ class _DeskWindow:
             return assistant, True
 
     def _serve(self, client: AssignmentClient) -> None:
-        """One sender: press, record, give the assistant back once it surely holds nothing."""
-        while (press := self.inbox.get()) is not None:
+        """One sender: press, record, give the assistant back once its press ended as it should."""
+        while (arrival := self.inbox.get()) is not None:
             try:
-                record = self._press(client, press)
+                record = self.presser.press(client, arrival)
             except Exception as exc:  # noqa: BLE001 - a fault of the bench itself, recorded as such
-                record = _failed(press, time.monotonic(), f"error:bench:{type(exc).__name__}")
+                record = failed(arrival, time.monotonic(), f"error:bench:{type(exc).__name__}")
             self.records.append(record)
             self.idle_senders.release()
             if not record.assign_status.startswith("error:") and record.complete_status in (None, COMPLETED, "noop"):
-                self.free_assistants.put(press.assistant)
-
-    def _press(self, client: AssignmentClient, press: _Press) -> PressRecord:
-        """Assign (or its no-op), then complete the student handed out (or its no-op)."""
-        assign_task, complete_task = KIND_TASKS[self.job.kind]
-        assign_task = self.job.press_task if self.job.kind == PRESS else assign_task
-        sent = time.monotonic()
-        try:
-            answer = client.call(assign_task, call_session_id=self.job.session_id, assistant_id=press.assistant,
-                                 request_id=uuid.uuid4().hex)
-        except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
-            return _failed(press, sent, f"error:{type(exc).__name__}")
-        answered = time.monotonic()
-        status, hold = self._read_assign(answer, press)
-        complete_status, completed = None, None
-        if hold is not None:
-            completed, complete_status = self._complete(client, complete_task, press.assistant, *hold)
-        return PressRecord(
-            (sent - press.due) * 1000, (answered - press.due) * 1000,
-            (answered - sent) * 1000, None if completed is None else (completed - answered) * 1000,
-            None if completed is None else (completed - press.due) * 1000, status, complete_status,
-            press.waited_for_sender, press.waited_for_assistant,
-            None if hold is None or status == "noop" else Answer(self.job.session_id, hold[0], press.assistant,
-                                                                 hold[1], complete_status or HELD))
-
-    def _read_assign(self, answer: dict[str, Any], press: _Press) -> tuple[str, tuple[str, int] | None]:
-        """The assign answer's status and what to complete: (student id, token), or None."""
-        status = str(answer.get("status"))
-        if status == "noop":
-            return status, (f"{self.job.session_id}:s{press.index:06d}", 1)
-        if status != "assigned":
-            return status, None
-        hold = (str(answer["student_id"]), int(answer["assignment_token"]))
-        if answer.get("assigned_to") != press.assistant:
-            return "wrong_assistant", hold
-        return ("already_held" if answer.get("already_held") else "assigned"), hold
-
-    def _complete(self, client: AssignmentClient, task: str, assistant: str, student_id: str,
-                  token: int) -> tuple[float, str]:
-        try:
-            answer = client.call(task, call_session_id=self.job.session_id, student_id=student_id,
-                                 assistant_id=assistant, outcome=self.job.outcome, assignment_token=token)
-        except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
-            return time.monotonic(), f"error:{type(exc).__name__}"
-        status = str(answer.get("status"))
-        return time.monotonic(), "wrong_student" if status == COMPLETED and answer.get("student_id") != student_id \
-            else status
-
-
-def _failed(press: _Press, sent: float, status: str) -> PressRecord:
-    return PressRecord((sent - press.due) * 1000, None, None, None, None, status, None,
-                       press.waited_for_sender, press.waited_for_assistant, None)
+                self.free_assistants.put(arrival.assistant)
 
 
 @dataclass(frozen=True)
@@ -422,10 +309,10 @@ class WindowResult:
 
 def check_window(window: WindowResult) -> None:
     """Raise ``BenchError`` when any press of the window failed (an error, nobody to assign, a refusal)."""
-    failed = [record for record in window.records if not record.answered]
-    if failed:
-        raise BenchError(f"open loop, window {window.label}: {len(failed)} of {len(window.records)} presses "
-                         f"failed ({statuses(failed)}); see the worker log")
+    failures = [record for record in window.records if not record.answered]
+    if failures:
+        raise BenchError(f"open loop, window {window.label}: {len(failures)} of {len(window.records)} presses "
+                         f"failed ({statuses(failures)}); see the worker log")
 
 
 def values(records: Sequence[PressRecord], name: str) -> list[float]:

@@ -11,7 +11,9 @@
  * celery-node's AsyncResult.get(), which polls the task's result key.
  *
  * Every answer is checked against contract/ before it is used; a `rejected`
- * answer becomes a Rejected error carrying the rejection code.
+ * answer becomes a Rejected error carrying the rejection code. Once read, an
+ * answer is deleted from the result backend: otherwise Redis keeps it for
+ * CALLQUEUE_RESULT_EXPIRES_SECONDS (an hour by default), about 1.5 kB each.
  */
 const { randomUUID } = require("node:crypto");
 const { createClient } = require("celery-node");
@@ -61,14 +63,27 @@ class CallqueueClient {
     return id;
   }
 
-  /** Wait for task id's answer; null when none came in time or the message expired unrun. */
+  /** Wait for task id's answer, then delete it from the backend; null when none came in time or the message
+   *  expired unrun. */
   async answer(id, waitMs) {
     try {
-      return await this.celery.asyncResult(id).get(waitMs, this.pollMs);
+      const result = await this.celery.asyncResult(id).get(waitMs, this.pollMs);
+      await this.forget(id);
+      return result;
     } catch (error) {
+      if (error.message === "REVOKED") await this.forget(id); // stored too: the message expired unrun
       if (UNANSWERED.has(error.message)) return null;
       if (error.message === "FAILURE") throw new TaskFailed(`task ${id} failed: ${JSON.stringify(error)}`);
       throw error;
+    }
+  }
+
+  /** Delete task id's stored answer (what Celery's AsyncResult.forget() does); best effort, it expires anyway. */
+  async forget(id) {
+    try {
+      await this.celery.backend.redis.del(`celery-task-meta-${id}`);
+    } catch (error) {
+      // the answer is in hand, and a key left behind still expires on its own
     }
   }
 
@@ -109,9 +124,32 @@ class CallqueueClient {
    * One request_id per press; call() resends it unchanged, so a retry never claims a second student.
    */
   async assignNext(callSessionId, assistantId, requestId = randomUUID()) {
-    const result = await this.call("callqueue.assign_next_student",
-      { call_session_id: callSessionId, assistant_id: assistantId, request_id: requestId });
+    const result = await this.press(callSessionId, assistantId, requestId);
     return result.status === "exhausted" ? null : result;
+  }
+
+  /**
+   * One "Get Next" press, answered as the task answers it: `assigned`, or `exhausted` with `reason`
+   * (scheduled, held, none_left), `next_due_at`, `scheduled` and `held_by_others`.
+   */
+  press(callSessionId, assistantId, requestId = randomUUID()) {
+    return this.call("callqueue.assign_next_student",
+      { call_session_id: callSessionId, assistant_id: assistantId, request_id: requestId });
+  }
+
+  /**
+   * Record the call's outcome and get the next student in one request ("save and next").
+   * Resolves with { completion, next }: `next` is the `assigned` or `exhausted` answer of the press, or
+   * the `rejected` answer that refused it (the completion stands). A refused completion throws Rejected
+   * and claims nothing. Resent unchanged (same request_id), it gets the same pair.
+   */
+  async completeAndNext(callSessionId, studentId, assistantId, outcome, assignmentToken,
+    requestId = randomUUID()) {
+    const result = await this.call("callqueue.complete_and_next", {
+      call_session_id: callSessionId, student_id: studentId, assistant_id: assistantId,
+      outcome, assignment_token: assignmentToken, request_id: requestId,
+    });
+    return { completion: result.completion, next: result.next };
   }
 
   /** Record the call's outcome for a student the assistant holds. */

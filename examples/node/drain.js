@@ -5,11 +5,12 @@
  *   node drain.js [--session ID] [--students 300] [--assistants 20]
  *
  * Imports the students, lets every assistant press "Get Next" at the same
- * time and complete what they get until the session is exhausted, sends one
- * hostile session id, and prints one JSON summary line. Exit status 0 only
- * when every student was completed, none was handed out twice, and the
- * hostile id was answered with `rejected`. Servers come from
- * CELERY_BROKER_URL and CELERY_RESULT_BACKEND.
+ * time, then record each call and get the next student in one request
+ * (complete_and_next) until the session is exhausted, sends one hostile
+ * session id, and prints one JSON summary line. Exit status 0 only when
+ * every student was completed, none was handed out twice, the hostile id was
+ * answered with `rejected`, and no answer was left in the result backend.
+ * Servers come from CELERY_BROKER_URL and CELERY_RESULT_BACKEND.
  */
 const { randomUUID } = require("node:crypto");
 const { CallqueueClient, Rejected } = require("./callqueue");
@@ -40,30 +41,48 @@ function studentRows(count) {
   }));
 }
 
-/** One assistant: press "Get Next" and complete the student until the session is exhausted. */
+/** Count a rejection an assistant can meet in normal work; true when it ends this assistant's work. */
+function rejected(error, tally) {
+  if (!(error instanceof Rejected) || !ON_REJECTION[error.code]) throw error;
+  tally.rejections[error.code] = (tally.rejections[error.code] || 0) + 1;
+  return ON_REJECTION[error.code] === "stop";
+}
+
+/** A press on its own: the student, null when nobody is left, undefined when the assistant must stop. */
+async function press(client, session, assistantId, tally) {
+  try {
+    return await client.assignNext(session, assistantId);
+  } catch (error) {
+    return rejected(error, tally) ? undefined : press(client, session, assistantId, tally);
+  }
+}
+
+/**
+ * One assistant: press "Get Next" once, then record each call and get the next student in one request
+ * (completeAndNext) until the session is exhausted.
+ */
 async function assistant(client, session, assistantId, tally) {
-  for (;;) {
-    let student;
-    try {
-      student = await client.assignNext(session, assistantId);
-    } catch (error) {
-      if (!(error instanceof Rejected) || ON_REJECTION[error.code] !== "stop") throw error;
-      tally.rejections[error.code] = (tally.rejections[error.code] || 0) + 1;
-      return;
-    }
-    if (student === null) {
-      tally.exhausted += 1;
-      return;
-    }
+  let student = await press(client, session, assistantId, tally);
+  while (student) {
     tally.handedOut.set(student.student_id, (tally.handedOut.get(student.student_id) || 0) + 1);
+    let next;
     try {
-      await client.complete(session, student.student_id, assistantId, "reached", student.assignment_token);
+      ({ next } = await client.completeAndNext(session, student.student_id, assistantId, "reached",
+        student.assignment_token));
       tally.completed += 1;
     } catch (error) {
-      if (!(error instanceof Rejected) || !ON_REJECTION[error.code]) throw error;
-      tally.rejections[error.code] = (tally.rejections[error.code] || 0) + 1;
+      if (rejected(error, tally)) return;
+      student = await press(client, session, assistantId, tally); // the completion was refused: press anew
+      continue;
+    }
+    if (next.status === "rejected") {
+      if (rejected(new Rejected("callqueue.complete_and_next", next.error), tally)) return;
+      student = await press(client, session, assistantId, tally);
+    } else {
+      student = next.status === "exhausted" ? null : next;
     }
   }
+  if (student === null) tally.exhausted += 1;
 }
 
 /** A session id that is a MongoDB operator: the worker must refuse it, not run it as a query. */
@@ -82,6 +101,13 @@ async function main() {
   const client = new CallqueueClient({
     brokerUrl: process.env.CELERY_BROKER_URL, backendUrl: process.env.CELERY_RESULT_BACKEND,
   });
+  const published = []; // every task id this run sent, to check that no answer was left behind
+  const publish = client.publish.bind(client);
+  client.publish = async (...args) => {
+    const id = await publish(...args);
+    published.push(id);
+    return id;
+  };
   try {
     const imported = await client.importStudents(session, studentRows(students), "Node.js drain");
     const tally = { handedOut: new Map(), completed: 0, exhausted: 0, rejections: {} };
@@ -97,10 +123,13 @@ async function main() {
       completed: tally.completed, exhausted_answers: tally.exhausted, rejections: tally.rejections,
       stats: { pending: stats.pending, assigned: stats.assigned, completed: stats.completed },
       hostile: await hostile(client), seconds: Math.round(seconds * 1000) / 1000,
+      requests: published.length,
     };
+    summary.answers_left = await client.celery.backend.redis.exists(
+      ...published.map((id) => `celery-task-meta-${id}`));
     console.log(JSON.stringify(summary));
     const ok = summary.completed === students && summary.handed_out_twice === 0
-      && stats.completed === students && summary.hostile.status === "rejected";
+      && stats.completed === students && summary.hostile.status === "rejected" && summary.answers_left === 0;
     process.exitCode = ok ? 0 : 1;
   } finally {
     await client.close();

@@ -13,7 +13,9 @@ async function send(task, queue, kwargs) {
   message.headers.expires = new Date(Date.now() + TIMEOUT_MS).toISOString();
   await client.isReady();
   await client.broker.publish(message.body, "", queue, message.headers, message.properties);
-  return client.asyncResult(id).get(TIMEOUT_MS, 50); // rejects with "TIMEOUT", "REVOKED" or "FAILURE"
+  const answer = await client.asyncResult(id).get(TIMEOUT_MS, 50); // rejects with "TIMEOUT", "REVOKED" or "FAILURE"
+  await client.backend.redis.del(`celery-task-meta-${id}`); // read: Redis need not keep it for an hour
+  return answer;
 }
 
 // One press = one request_id; resending it unchanged can never claim a second student.

@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from devstack.processes import free_port
 from devstack.servers import PROJECT_ROOT
@@ -142,6 +143,32 @@ def test_campaign_routing_retries_and_a_personal_callback_from_the_command_line(
     assert json.loads(cleared.stdout)["retry_rules"] == {}
     malformed = producers(server_env, "campaign", "--session", session_id, "--retry", "no_answer=soon")
     assert malformed.returncode == 2 and "OUTCOME=DELAY_SECONDS:MAX_ATTEMPTS" in malformed.stderr
+
+
+def test_complete_next_saves_and_hands_out_the_next_one_and_waits_for_a_scheduled_one(
+        stack: Stack, server_env: dict[str, str], session_id: str, tmp_path: Path) -> None:
+    rows = tmp_path / "students.json"
+    rows.write_text(json.dumps([{"student_id": "A1", "name": "Ann"}, {"student_id": "B2", "name": "Bo"}]))
+    assert producers(server_env, "import", str(rows), "--session", session_id).returncode == 0
+    assert producers(server_env, "campaign", "--session", session_id, "--retry", "no_answer=2:2").returncode == 0
+    first = json.loads(producers(server_env, "next", "--session", session_id, "--assistant", "alice").stdout)
+
+    def save_and_next(held: dict[str, Any], outcome: str, *extra: str) -> dict[str, Any]:
+        done = producers(server_env, "complete-next", "--session", session_id, "--student", held["student_id"],
+                         "--assistant", "alice", "--token", str(held["assignment_token"]), "--outcome", outcome,
+                         *extra)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    second = save_and_next(first, "reached")
+    assert (second["completion"]["outcome"], second["next"]["status"]) == ("reached", "assigned")
+    assert second["next"]["student_id"] != first["student_id"]
+    waited = save_and_next(second["next"], "no_answer", "--wait", "20")
+    assert waited["completion"]["next"] == "retry"
+    assert (waited["next"]["status"], waited["next"]["student_id"]) == ("assigned", second["next"]["student_id"])
+    last = save_and_next(waited["next"], "reached")
+    assert last["next"] == {"status": "exhausted", "call_session_id": session_id, "reason": "none_left",
+                            "next_due_at": None, "scheduled": 0, "held_by_others": 0}
 
 
 def test_complete_takes_the_id_as_imported_and_an_unknown_id_names_the_forms_tried(

@@ -59,7 +59,8 @@ def test_a_get_next_message_as_a_client_sends_it_fits_and_a_malformed_one_does_n
 
 def test_a_stored_answer_fits_its_answer_message() -> None:
     answer = {"status": "SUCCESS", "task_id": "6f1c", "traceback": None, "children": [],
-              "result": {"status": "exhausted", "call_session_id": "evening-1"}}
+              "result": {"status": "exhausted", "call_session_id": "evening-1", "reason": "none_left",
+                         "next_due_at": None, "scheduled": 0, "held_by_others": 0}}
     validator = message_validator("assign_next_student_answer", "payload")
     assert validator.is_valid(answer)
     assert not validator.is_valid({**answer, "result": {"status": "exhausted"}})

@@ -70,6 +70,9 @@ def test_demo_runs_its_own_stack_and_reports_no_double_handouts() -> None:
     assert re.search(r"Supervisor dashboard: http://127\.0\.0\.1:\d+/session\?id=demo-\d+", finished.stdout)
     assert re.search(r"Asia/Tokyo\s*│\s*\d\d:\d\d local\s*│\s*(open|closed)", finished.stdout)
     assert_campaign_summary(finished.stdout, students=300)
+    requests = int(summary_figure(finished.stdout, "requests: first presses, save-and-next, releases"))
+    calls = int(summary_figure(finished.stdout, "calls recorded (attempts)"))
+    assert requests < int(summary_figure(finished.stdout, "assigned (hand-outs)")) + calls  # one trip per call
     started = pids_in(finished.stdout)
     assert len(started) == 7  # mongod, redis-server, two worker pools, beat, Flower, the dashboard
     assert not [pid for pid in started if alive(pid)]

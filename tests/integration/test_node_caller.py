@@ -56,6 +56,8 @@ def test_twenty_node_assistants_drain_three_hundred_students_none_twice(
     assert summary["handed_out"] == 300 and summary["handed_out_twice"] == 0
     assert summary["completed"] == 300 and summary["exhausted_answers"] == 20
     assert summary["hostile"] == {"status": "rejected", "code": "invalid_argument"}
+    # One press per assistant, then one request per call (complete_and_next); no answer left in Redis.
+    assert summary["requests"] < 2 * 300 and summary["answers_left"] == 0
     # What MongoDB holds, independently of what Node.js counted.
     students = list(app_database.call_session_students.find({"call_session_id": session}))
     assert len(students) == 300
@@ -90,5 +92,6 @@ def test_the_documented_node_snippet_gets_a_student_then_exhausted_then_rejected
         check_result("callqueue.assign_next_student", answer)
     assert answers[0]["status"] == "assigned" and answers[0]["assigned_to"] == "alice"
     assert answers[0]["student_id"].endswith("only")
-    assert answers[1] == {"status": "exhausted", "call_session_id": session_id}
+    assert answers[1] == {"status": "exhausted", "call_session_id": session_id, "reason": "held",
+                          "next_due_at": None, "scheduled": 0, "held_by_others": 1}
     assert answers[2]["status"] == "rejected" and answers[2]["error"]["code"] == "invalid_argument"

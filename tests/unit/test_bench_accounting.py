@@ -6,6 +6,7 @@ objects that hand back what a real one would have recorded.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -13,13 +14,14 @@ from typing import Any
 import pytest
 
 from bench.harness.callers import (
-    ASSIGN_TASK, NOOP_PAIR, CallRun, PressRecord, WindowResult, check_window, measure_calls, values,
+    ASSIGN_TASK, NOOP_PAIR, ONE_TRIP, PRESS, CallRun, PressRecord, WindowResult, check_window, measure_calls, values,
 )
 from bench.harness.desks import BenchError, Measurement
+from bench.harness.presses import CLAIMS, HOLDS, PAIR_TASK, Arrival, Presser
 from bench.harness.integrity import Answer, IntegrityReport, combine
 from bench.parts.campaigns import CampaignsConfig, _poll
 from bench.parts.failover import EventResult
-from bench.parts.open_loop import OpenLoopConfig, OpenLoopPart, OpenLoopResults, RateResult
+from bench.parts.open_loop import Capacity, OpenLoopConfig, OpenLoopPart, OpenLoopResults, RateResult
 
 
 class RecordedPool:
@@ -95,11 +97,11 @@ def test_a_window_of_answered_presses_stands() -> None:
 
 
 def test_open_loop_targets_without_presses_fail() -> None:
-    results = OpenLoopResults(OpenLoopConfig(), 100.0, [RateResult(0.1, 10.0, "s", 100)])
+    results = OpenLoopResults(OpenLoopConfig(), Capacity(), [RateResult(0.1, 10.0, "s", 100)])
     goals = OpenLoopPart().targets(results)
-    assert len(goals) == 2 and not any(goal.passed for goal in goals)
+    assert len(goals) == 1 + 3 and not any(goal.passed for goal in goals)
     assert all("no samples" in goal.line() for goal in goals)
-    assert NOOP_PAIR in results.rates[0].windows
+    assert set(results.rates[0].windows) == {NOOP_PAIR, PRESS, ONE_TRIP}
 
 
 # -- callbacks: the assistant's own student, nobody else's --------------------------------------
@@ -174,3 +176,38 @@ def test_combining_integrity_reports_keeps_students_not_completed_once() -> None
     assert (total.answers, total.claimed_without_answer, total.not_completed_once) == (15, 2, 4)
     assert not total.ok
     assert combine("clean", [IntegrityReport("a", 10), IntegrityReport("b", 5)]).ok
+
+
+# -- one trip: an assistant completes what it holds and holds the next ---------------------------
+
+class PairClient:
+    """Answers complete_and_next with a scripted next answer, recording what it was asked to complete."""
+
+    def __init__(self, following: dict[str, Any]) -> None:
+        self.following = following
+        self.calls: list[dict[str, Any]] = []
+
+    def call(self, task: str, **arguments: Any) -> dict[str, Any]:
+        self.calls.append({"task": task, **arguments})
+        return {"status": "completed_and_next", "call_session_id": "s", "next": self.following,
+                "completion": {"status": "completed", "student_id": arguments["student_id"]}}
+
+
+def test_a_one_trip_press_completes_the_held_student_and_holds_the_next() -> None:
+    cache: dict[str, Any] = {HOLDS: {("s", "a1"): ("s:x", 3)}}
+    client = PairClient({"status": "assigned", "student_id": "s:y", "assignment_token": 1, "assigned_to": "a1",
+                         "already_held": False})
+    record = Presser(ONE_TRIP, "s", "no_answer", ASSIGN_TASK, cache).press(client, Arrival(0, time.monotonic(), "a1"))
+    assert record.answered and record.total_ms == record.assign_ms and record.complete_ms is None
+    assert [(call["task"], call["student_id"], call["assignment_token"]) for call in client.calls] == [
+        (PAIR_TASK, "s:x", 3)]
+    assert cache[HOLDS] == {("s", "a1"): ("s:y", 1)} and cache[CLAIMS] == [Answer("s", "s:y", "a1", 1)]
+
+
+def test_a_one_trip_press_that_finds_nobody_fails_and_holds_nothing() -> None:
+    cache: dict[str, Any] = {HOLDS: {("s", "a1"): ("s:x", 3)}}
+    record = Presser(ONE_TRIP, "s", "no_answer", ASSIGN_TASK, cache).press(
+        PairClient({"status": "exhausted", "call_session_id": "s"}), Arrival(0, time.monotonic(), "a1"))
+    assert not record.answered and record.assign_status == "exhausted" and cache[HOLDS] == {}
+    with pytest.raises(BenchError):
+        check_window(window(record))

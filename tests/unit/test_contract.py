@@ -18,10 +18,10 @@ from tests.contract import (
 )
 from workers import tasks  # noqa: F401 - registers the tasks on the app
 from workers.app import app
-from workers.exceptions import REJECTIONS, InvalidArgument, Rejected
+from workers.exceptions import REJECTIONS, InvalidArgument, Rejected, SessionClosed
 from workers.figures import AssistantFigures, Hold, start_of_day
 from workers.models import (
-    Assignment, CallSession, Completion, ImportSummary, RetryRule, SessionStats, StudentState,
+    Assignment, CallSession, Completion, Exhausted, ImportSummary, RetryRule, SessionStats, StudentState,
 )
 from workers.store.suppressions import SuppressionSummary
 from workers.validation import (
@@ -52,7 +52,7 @@ def accepted(check: Any, *args: Any) -> bool:
 
 def test_every_schema_is_draft_2020_12_and_its_id_names_its_file() -> None:
     files = schema_files()
-    assert len(files) == 1 + 19 + 22
+    assert len(files) == 1 + 20 + 23
     for path in files:
         document = json.loads(path.read_text())
         Draft202012Validator.check_schema(document)
@@ -183,7 +183,23 @@ def example_results() -> list[tuple[str, dict[str, Any]]]:
                                        "entries": [{"kind": "number", "value": "+12125550100",
                                                     "added_at": NOW.isoformat()}]}),
         ("callqueue.assign_next_student", {"status": "rejected", "error": InvalidArgument("no", argument="x").to_error()}),
+        ("callqueue.assign_next_student", Exhausted("s1", "scheduled", later, 3, 1).to_result()),
+        ("callqueue.assign_next_student", Exhausted("s1", "none_left").to_result()),
+        ("callqueue.complete_and_next", pair_answer(
+            Completion("s1:a", "s1", 3, "reached", NOW, "alice", 1, "final").to_result(),
+            Assignment("s1:b", "s1", {"name": "Bo"}, "alice", 1, NOW).to_result())),
+        ("callqueue.complete_and_next", pair_answer(
+            Completion("s1:a", "s1", 3, "no_answer", NOW, "alice", 1, "retry", later).to_result(),
+            Exhausted("s1", "scheduled", later, 1).to_result())),
+        ("callqueue.complete_and_next", pair_answer(
+            Completion("s1:a", "s1", 3, "reached", NOW, "alice", 1, "final").to_result(),
+            {"status": "rejected", "error": SessionClosed("closed", call_session_id="s1").to_error()})),
     ]
+
+
+def pair_answer(completion: dict[str, Any], following: dict[str, Any]) -> dict[str, Any]:
+    """The answer of complete_and_next as the task shapes it."""
+    return {"status": "completed_and_next", "call_session_id": "s1", "completion": completion, "next": following}
 
 
 def assistant_stats_answer(assistants: tuple[AssistantFigures, ...]) -> dict[str, Any]:
@@ -209,6 +225,10 @@ def test_an_answer_with_a_field_the_contract_does_not_know_is_refused(task: str,
     ("callqueue.session_stats", {"status": "ok", "reclaimed": 1}),
     ("callqueue.complete_student", {"status": "rejected", "error": {"code": "teapot", "message": "?"}}),
     ("callqueue.assign_next_student", {"status": "exhausted"}),
+    ("callqueue.assign_next_student", {**Exhausted("s1", "scheduled").to_result(), "reason": "later"}),
+    ("callqueue.complete_and_next", {"status": "completed_and_next", "call_session_id": "s1",
+                                     "completion": {"status": "completed"}, "next": {"status": "exhausted"}}),
+    ("callqueue.complete_and_next", Completion("s1:a", "s1", 3, "reached", NOW, "alice", 1, "final").to_result()),
     ("callqueue.promote_due", {"status": "ok", "reclaimed": 1}),
     ("callqueue.assistant_stats", {**assistant_stats_answer(()), "assistants": [
         {**AssistantFigures("bob").to_result(), "calls_today": -1}]}),

@@ -16,7 +16,9 @@ gathers its stages, one module each, by the stage of a student's life:
   before their window closes, placing students by their zone's window;
 * ``suppressions``: do-not-call lists, and ending the students they name.
 * ``supervision``: read only, what a supervisor sees (sessions at a glance,
-  assistants, callbacks due, latest events), each query on a named index.
+  assistants, callbacks due, latest events), each query on a named index;
+* ``waiting``: read only, why a press found nobody and when it could next
+  find someone (the ``exhausted`` answer).
 
 ``outcomes`` decides, inside a completion's atomic update, whether its
 outcome is final or the student is scheduled again.
@@ -43,6 +45,7 @@ from workers.store.leases import LeaseStage
 from workers.store.outcomes import CompletionPlan, plan_for
 from workers.store.sessions import SessionStage
 from workers.store.supervision import SupervisionStage
+from workers.store.waiting import WaitingStage
 
 __all__ = [
     "ASSIGNMENT_FIELDS", "CLAIM_INDEX", "SESSIONS", "STUDENTS", "SUPPRESSIONS", "AssignmentStore", "CompletionPlan",
@@ -51,5 +54,6 @@ __all__ = [
 ]
 
 
-class AssignmentStore(ClaimStage, SessionStage, LeaseStage, BatchStage, CampaignStage, SupervisionStage):
+class AssignmentStore(ClaimStage, SessionStage, LeaseStage, BatchStage, CampaignStage, SupervisionStage,
+                      WaitingStage):
     """Data access for call sessions and the students in them (all stages, one object per task)."""

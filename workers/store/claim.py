@@ -72,9 +72,10 @@ class ClaimStage(WindowStage):
         The claim itself is one atomic ``find_one_and_update`` (see module
         doc), and on the common path it is the only operation: the claim adds
         ``request_id`` to the student's ``claim_request_ids``, whose unique
-        index makes MongoDB refuse a second claim under a request id already
-        served, just as ``one_student_per_assistant`` refuses a second student
-        to an assistant. Only when a claim is refused, or finds nobody, does a
+        index (per session) makes MongoDB refuse a second claim under a
+        request id already served in the session, just as
+        ``one_student_per_assistant`` refuses a second student to an
+        assistant. Only when a claim is refused, or finds nobody, does a
         read follow, to find the earlier answer.
 
         The press takes, in order: a due personal callback of this assistant,
@@ -115,15 +116,15 @@ class ClaimStage(WindowStage):
     def _answer_for_request(self, session_id: str, assistant_id: str, request_id: str) -> Assignment | None:
         """The answer already given to ``request_id``, if it was served before (a recheck)."""
         document = self.students_recheck.find_one(
-            {"claim_request_ids": request_id},
+            {"call_session_id": session_id, "claim_request_ids": request_id},
             {**ASSIGNMENT_FIELDS, "filter_status": 1,
              "history": {"$elemMatch": {"request_id": request_id, "event": "claimed"}}},
         )
         if document is None:
             return None
         claim = document["history"][0]
-        if document["call_session_id"] != session_id or claim["assistant_id"] != assistant_id:
-            raise RequestConflict(f"request_id {request_id!r} was used for another session or assistant")
+        if claim["assistant_id"] != assistant_id:
+            raise RequestConflict(f"request_id {request_id!r} was used for another assistant in this session")
         still_held = (document.get("filter_status") == PENDING and document.get("assigned_to") == assistant_id
                       and document.get("assignment_token") == claim["token"])
         if not still_held:

@@ -31,7 +31,8 @@ CLAIM_INDEX = "claim_order_by_lane"
 RETIRED_CLAIM_INDEX = "claim_order"
 WAKE_INDEX = "due_wakeups"
 ONE_PER_ASSISTANT_INDEX = "one_student_per_assistant"
-REQUEST_INDEX = "served_request_ids"
+REQUEST_INDEX = "session_request_ids"
+RETIRED_REQUEST_INDEX = "served_request_ids"  # request ids unique across sessions: not shardable by session
 SESSION_STATUS_INDEX = "session_status"
 LEASE_INDEX = "lease_expiry"
 # Read by the supervision stage (workers/store/supervision.py) only; no claim reads or changes their keys
@@ -110,8 +111,10 @@ def ensure_indexes(database: Database) -> None:
             unique=True,
             partialFilterExpression={"filter_status": PENDING, "assigned_to": {"$type": "string"}},
         ),
-        IndexModel([("claim_request_ids", ASCENDING)], name=REQUEST_INDEX, unique=True,
-                   partialFilterExpression={"claim_request_ids": {"$exists": True}}),
+        # A request id names one press within its session (unique per session, so the index can live on a
+        # collection sharded by call_session_id: a unique index there must start with the shard key).
+        IndexModel([("call_session_id", ASCENDING), ("claim_request_ids", ASCENDING)], name=REQUEST_INDEX,
+                   unique=True, partialFilterExpression={"claim_request_ids": {"$exists": True}}),
         IndexModel([("lease_expires_at", ASCENDING)], name=LEASE_INDEX),
         IndexModel([("window_closes_at", ASCENDING)], name=WINDOW_INDEX,
                    partialFilterExpression={"window_closes_at": {"$exists": True}}),
@@ -119,6 +122,8 @@ def ensure_indexes(database: Database) -> None:
                    partialFilterExpression={"phone_e164": {"$type": "string"}}),
         *SUPERVISION_INDEXES,
     ])
+    if RETIRED_REQUEST_INDEX in students.index_information():
+        students.drop_index(RETIRED_REQUEST_INDEX)  # only now: the session-scoped index already holds
     database.get_collection(SESSIONS, write_concern=WRITE_CONCERN).create_indexes([
         IndexModel([("status", ASCENDING)], name=SESSION_STATUS_INDEX),
         # The sessions of one status, newest first (the dashboard's lists).

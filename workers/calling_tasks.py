@@ -11,7 +11,9 @@ from typing import Any
 from workers.app import BATCH_QUEUE, app
 from workers.exceptions import InvalidArgument, TooLarge
 from workers.student_ids import handed_out_id, session_prefix
-from workers.tasks import Result, _current_request_id, _limit, _store, _student_id_limit, callqueue_task, report
+from workers.task_base import (
+    Result, callqueue_task, current_request_id, id_limit, report, student_id_limit, task_store,
+)
 from workers.validation import (
     optional_id, require_calling_hours, require_id, require_ids, require_int, require_phones,
 )
@@ -24,10 +26,10 @@ def set_calling_hours(call_session_id: str, calling_hours: dict | None) -> Resul
     For example ``{"days": {"mon": ["09:00-20:00"], "sat": ["10:00-16:00"]}, "holidays": ["2026-12-25"],
     "default_zone": "America/New_York"}``: see ``workers.hours`` and ``workers.store.windows``.
     """
-    session_id = require_id("call_session_id", call_session_id, _limit())
+    session_id = require_id("call_session_id", call_session_id, id_limit())
     hours = None if calling_hours is None else require_calling_hours(
         calling_hours, app.settings.max_ranges_per_day, app.settings.max_holidays)
-    session = _store().set_calling_hours(session_id, hours)
+    session = task_store().set_calling_hours(session_id, hours)
     report("calling_hours_set", session=session_id, removed=hours is None)
     return session.hours_result()
 
@@ -42,7 +44,7 @@ def suppress(call_session_id: str | None = None, numbers: list | None = None,
     answer on none of them is handed out. Running it again changes nothing.
     """
     session_id, phones, ids = _entries(call_session_id, numbers, student_ids)
-    summary = _store().suppress(session_id, phones, ids, _current_request_id())
+    summary = task_store().suppress(session_id, phones, ids, current_request_id())
     report("suppressed", amount=summary.do_not_call, session=session_id, added=summary.added,
            do_not_call=summary.do_not_call, still_held=summary.still_held)
     return summary.to_result("suppressed")
@@ -53,7 +55,7 @@ def unsuppress(call_session_id: str | None = None, numbers: list | None = None,
                student_ids: list | None = None) -> Result:
     """Take entries off a do-not-call list: later imports no longer skip them (``do_not_call`` stays final)."""
     session_id, phones, ids = _entries(call_session_id, numbers, student_ids)
-    summary = _store().unsuppress(session_id, phones, ids)
+    summary = task_store().unsuppress(session_id, phones, ids)
     report("unsuppressed", session=session_id, removed=summary.removed)
     return summary.to_result("unsuppressed")
 
@@ -64,10 +66,10 @@ def list_suppressed(call_session_id: str | None = None, after: str | None = None
 
     ``after`` is the previous page's ``next``; ``next`` is null on the last page.
     """
-    session_id = None if call_session_id is None else require_id("call_session_id", call_session_id, _limit())
-    cursor = None if after is None else optional_id("after", after, _student_id_limit() + 16)
+    session_id = None if call_session_id is None else require_id("call_session_id", call_session_id, id_limit())
+    cursor = None if after is None else optional_id("after", after, student_id_limit() + 16)
     page = require_int("limit", limit, 1, app.settings.max_suppression_page)
-    return _store().list_suppressed(session_id, cursor, page)
+    return task_store().list_suppressed(session_id, cursor, page)
 
 
 def _entries(call_session_id: Any, numbers: Any, student_ids: Any) -> tuple[str | None, tuple[str, ...],
@@ -78,10 +80,10 @@ def _entries(call_session_id: Any, numbers: Any, student_ids: Any) -> tuple[str 
     need their session (``call_session_id``). At most
     ``CALLQUEUE_MAX_SUPPRESSION_ENTRIES`` entries in all, and at least one.
     """
-    session_id = None if call_session_id is None else require_id("call_session_id", call_session_id, _limit())
+    session_id = None if call_session_id is None else require_id("call_session_id", call_session_id, id_limit())
     limit = app.settings.max_suppression_entries
     phones = () if numbers is None else require_phones("numbers", numbers, limit)
-    ids = () if student_ids is None else require_ids("student_ids", student_ids, _student_id_limit(), limit)
+    ids = () if student_ids is None else require_ids("student_ids", student_ids, student_id_limit(), limit)
     if len(phones) + len(ids) > limit:
         raise TooLarge(f"numbers and student_ids have more than {limit} entries together", argument="numbers")
     if not phones and not ids:

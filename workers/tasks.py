@@ -9,187 +9,31 @@ fails the task visibly.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import math
 import time
 from typing import Any, Callable
 
 from celery import Task
-from celery.exceptions import Reject, Retry
-from celery.signals import worker_process_shutdown
 
+from workers import calling_tasks  # noqa: F401 - registers the calling-hours and do-not-call tasks too
 from workers.app import BATCH_QUEUE, app
-from workers.figures import start_of_day
-from workers.store import AssignmentStore, NewStudent, plan_for, utcnow
 from workers.eventlog import log_event
-from workers.metrics import counter_buffer, flush_all
-from workers.exceptions import (
-    FailoverInProgress, InfrastructureError, InvalidArgument, MissingArgument, Rejected,
-)
-from workers.models import BatchItem
-from workers.session_cache import OpenSessionCache
-from workers.mongo import get_database
+from workers.exceptions import InvalidArgument, Rejected
+from workers.figures import start_of_day
 from workers.hours import zone_key
+from workers.models import BatchItem
+from workers.store import NewStudent, plan_for, utcnow
+from workers.task_base import (
+    Result, callqueue_task, current_request_id, elapsed_ms, holder_arguments, id_limit, open_sessions, report,
+    student_id_limit, task_store,
+)
 from workers.validation import (
     e164, number_zones, optional_callback, optional_id, require_allowed_outcome, require_document, require_id,
     require_ids, require_int, require_list, require_outcome_list, require_phone, require_retry_rules, require_text,
     require_token, require_zone,
 )
 
-Result = dict[str, Any]
 RESERVED_ROW_KEYS = ("student_id", "priority", "position")
-
-
-class CallqueueTask(Task):
-    """Celery's Task whose call passes a caller's keyword named ``self`` on to the wrapper as data.
-
-    Celery's own ``__call__`` names its first parameter ``self``, so a message
-    with ``kwargs={"self": ...}`` raised TypeError before the wrapper ran.
-    Its messages pass ``workers.wire``'s envelope check before Celery reads them.
-    """
-
-    Strategy = "workers.wire:json_only_strategy"
-
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        if self.request_stack.top is not None and not self.request.called_directly:
-            return self.run(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
-
-    def retry(self, *args: Any, **kwargs: Any) -> Any:
-        """Celery's retry, except that a retry that cannot be published puts the message back.
-
-        When publishing the next run fails (Redis restarting), Celery rejects
-        the message without requeueing and records a terminal FAILURE, which
-        would fail a caller over a short broker outage. Every callqueue task is
-        safe to run again, so the message is requeued instead (late-acked
-        messages also come back when the worker reconnects).
-        """
-        try:
-            return super().retry(*args, **kwargs)
-        except Reject as exc:
-            if exc.requeue:
-                raise
-            raise Reject(exc.reason, requeue=True) from exc
-
-
-def callqueue_task(name: str, **options: Any) -> Callable[[Callable[..., Result]], Task]:
-    """Register ``body`` as task ``name``, turning bad calls into ``rejected`` results.
-
-    The wrapper binds the caller's arguments to ``body``'s signature itself, so
-    missing or unknown arguments are a rejection, not a crashed task.
-    ``InfrastructureError`` is retried with exponential backoff, then raised.
-    """
-    settings = app.settings
-
-    def register(body: Callable[..., Result]) -> Task:
-        signature = inspect.signature(body)
-
-        @app.task(name=name, base=CallqueueTask, bind=True, typing=False, autoretry_for=(InfrastructureError,),
-                  retry_backoff=True, retry_backoff_max=settings.task_retry_backoff_max_seconds,
-                  retry_jitter=True, max_retries=settings.task_max_retries, **options)
-        @functools.wraps(body)
-        def run(self: Task, /, *args: Any, **kwargs: Any) -> Result:
-            started = time.perf_counter()
-            try:
-                bound = signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                return _rejected(name, self, MissingArgument(f"{name}: {exc}"), started)
-            try:
-                return body(*bound.args, **bound.kwargs)
-            except Rejected as exc:
-                return _rejected(name, self, exc, started, **_ids(bound.arguments))
-            except FailoverInProgress as exc:
-                raise _retry_failover(name, self, exc) from exc
-
-        return run
-
-    return register
-
-
-def _retry_failover(name: str, task: Task, exc: FailoverInProgress) -> BaseException:
-    """Run the task again after a short fixed countdown while the replica set elects a primary.
-
-    Up to ``task_failover_retry_window_seconds / task_failover_retry_delay_seconds``
-    times; past that the error goes on to the outage retries and then FAILURE.
-    A message that expires meanwhile (the caller gave up and resent) is dropped.
-    """
-    settings = app.settings
-    delay = settings.task_failover_retry_delay_seconds
-    allowed = settings.task_max_retries + math.ceil(settings.task_failover_retry_window_seconds / delay)
-    report("failover_retry", task=name, request_id=task.request.id, attempt=task.request.retries + 1)
-    try:
-        return task.retry(exc=exc, countdown=delay, max_retries=allowed)
-    except Retry as retry:
-        return retry
-
-
-def flush_counters(**_: Any) -> None:
-    """A pool process that stops normally writes its buffered domain counts first.
-
-    Pool children leave without running ``atexit`` handlers; the main process
-    (solo and thread pools) is covered by ``workers.metrics``' own ``atexit``.
-    """
-    flush_all()
-
-
-worker_process_shutdown.connect(flush_counters, weak=False)
-
-
-def report(event: str, amount: int = 1, code: str | None = None, also_count: tuple[str, ...] = (),
-           **fields: Any) -> None:
-    """Log the event as one structured line and add it (and ``also_count``) to the domain counters."""
-    log_event(event, code=code, **fields)
-    counters = counter_buffer(app.settings.broker_url, app.settings.redis_sentinel_master)
-    counters.add(event, amount, code)
-    for name in also_count:
-        counters.add(name, amount)
-
-
-def _rejected(name: str, task: Task, exc: Rejected, started: float, **fields: Any) -> Result:
-    report("rejected", code=exc.code, task=name, request_id=task.request.id, duration_ms=_ms(started), **fields)
-    return {"status": "rejected", "error": exc.to_error()}
-
-
-def _ids(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Loggable identifiers from the arguments (plain strings only)."""
-    keys = ("call_session_id", "assistant_id", "student_id")
-    return {key: arguments[key] for key in keys if isinstance(arguments.get(key), str)}
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
-
-
-def _store() -> AssignmentStore:
-    """The store, with students leaving the pool two promotion intervals before their window's last call."""
-    return AssignmentStore(get_database(app.settings), app.settings.mongo_batch_operation_timeout_seconds,
-                           window_lead_seconds=2 * app.settings.promote_interval_seconds)
-
-
-def _current_request_id() -> str:
-    return str(app.current_worker_task.request.id)
-
-
-_open_sessions = OpenSessionCache(app.settings.session_cache_seconds)
-
-
-def _limit() -> int:
-    return app.settings.max_id_length
-
-
-def _student_id_limit() -> int:
-    """A student id as handed out: the session id (escaped, up to twice as long), ':', the row's id."""
-    return 3 * app.settings.max_id_length + 1
-
-
-def _holder_arguments(call_session_id: Any, student_id: Any, assistant_id: Any,
-                      assignment_token: Any) -> tuple[str, str, str, int]:
-    """The four arguments that name one hold: session, student, assistant, token."""
-    return (require_id("call_session_id", call_session_id, _limit()),
-            require_id("student_id", student_id, _student_id_limit()),
-            require_id("assistant_id", assistant_id, _limit()),
-            require_token("assignment_token", assignment_token))
 
 
 @callqueue_task("callqueue.assign_next_student", acks_late=True, reject_on_worker_lost=True)
@@ -203,22 +47,22 @@ def assign_next_student(call_session_id: str, assistant_id: str, request_id: str
     students tagged with one of them; a due personal callback comes first.
     """
     started = time.perf_counter()
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    assistant = require_id("assistant_id", assistant_id, _limit())
-    request = optional_id("request_id", request_id, _limit()) or _current_request_id()
-    tags = () if skills is None else require_ids("skills", skills, _limit(), app.settings.max_skills)
-    store = _store()
-    assignment = store.assign_next(_open_sessions.open_session(store, session_id), assistant, request,
+    session_id = require_id("call_session_id", call_session_id, id_limit())
+    assistant = require_id("assistant_id", assistant_id, id_limit())
+    request = optional_id("request_id", request_id, id_limit()) or current_request_id()
+    tags = () if skills is None else require_ids("skills", skills, id_limit(), app.settings.max_skills)
+    store = task_store()
+    assignment = store.assign_next(open_sessions.open_session(store, session_id), assistant, request,
                                    skills=tags)
     if assignment is None:
         session = store.open_session(session_id)  # read afresh: a session closed meanwhile is refused as closed
         exhausted = store.why_exhausted(session, assistant, tags)
         report("exhausted", session=session_id, assistant=assistant, request_id=request, reason=exhausted.reason,
-               duration_ms=_ms(started))
+               duration_ms=elapsed_ms(started))
         return exhausted.to_result()
     report("claimed", session=session_id, assistant=assistant, student=assignment.student_id,
            token=assignment.assignment_token, request_id=request,
-           already_held=assignment.already_held, duration_ms=_ms(started))
+           already_held=assignment.already_held, duration_ms=elapsed_ms(started))
     return assignment.to_result()
 
 
@@ -234,21 +78,21 @@ def complete_student(call_session_id: str, student_id: str, assistant_id: str, o
     ``callback``. A session with a list of outcomes refuses any other.
     """
     started = time.perf_counter()
-    session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
+    session_id, student, assistant, token = holder_arguments(call_session_id, student_id, assistant_id,
                                                               assignment_token)
-    result = require_id("outcome", outcome, _limit())
-    callback = optional_callback("", callback_at, callback_assistant, _limit(),
+    result = require_id("outcome", outcome, id_limit())
+    callback = optional_callback("", callback_at, callback_assistant, id_limit(),
                                  app.settings.max_schedule_ahead_seconds)
-    request = _current_request_id()
-    store = _store()
-    session = _open_sessions.known_session(store, session_id)
+    request = current_request_id()
+    store = task_store()
+    session = open_sessions.known_session(store, session_id)
     if session is not None:
         require_allowed_outcome("outcome", result, session.allowed_outcomes)
     plan = plan_for(session, result, callback, app.settings.callback_grace_seconds)
     completion = store.complete(session_id, student, assistant, token, plan, request)
     report("completed", session=session_id, assistant=assistant, student=student, token=token,
            outcome=result, attempt=completion.attempt, next=completion.next, request_id=request,
-           duration_ms=_ms(started), also_count=(f"completed_{completion.next}",))
+           duration_ms=elapsed_ms(started), also_count=(f"completed_{completion.next}",))
     return completion.to_result()
 
 
@@ -268,9 +112,9 @@ def complete_and_next(call_session_id: str, student_id: str, assistant_id: str, 
     it claimed, so the answer is the same pair and no second student is claimed.
     """
     started = time.perf_counter()
-    request = optional_id("request_id", request_id, _limit()) or _current_request_id()
+    request = optional_id("request_id", request_id, id_limit()) or current_request_id()
     if skills is not None:
-        require_ids("skills", skills, _limit(), app.settings.max_skills)  # refused before anything is written
+        require_ids("skills", skills, id_limit(), app.settings.max_skills)  # refused before anything is written
     completion = _body(complete_student)(call_session_id, student_id, assistant_id, outcome, assignment_token,
                                          callback_at, callback_assistant)
     session = completion["call_session_id"]
@@ -283,7 +127,7 @@ def complete_and_next(call_session_id: str, student_id: str, assistant_id: str, 
     log_event("completed_and_next", session=session, assistant=assistant_id, student=completion["student_id"],
               token=completion["assignment_token"], request_id=request, next=following["status"],
               next_student=following.get("student_id"), next_token=following.get("assignment_token"),
-              next_code=following.get("error", {}).get("code"), duration_ms=_ms(started))
+              next_code=following.get("error", {}).get("code"), duration_ms=elapsed_ms(started))
     return {"status": "completed_and_next", "call_session_id": session, "completion": completion,
             "next": following}
 
@@ -297,20 +141,20 @@ def _body(task: Task) -> Callable[..., Result]:
 def release_student(call_session_id: str, student_id: str, assistant_id: str, assignment_token: int) -> Result:
     """The holder gives the student back to the pool."""
     started = time.perf_counter()
-    session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
+    session_id, student, assistant, token = holder_arguments(call_session_id, student_id, assistant_id,
                                                               assignment_token)
-    request = _current_request_id()
-    state = _store().release(session_id, student, assistant, token, request)
+    request = current_request_id()
+    state = task_store().release(session_id, student, assistant, token, request)
     report("released", session=session_id, assistant=assistant, student=student, token=token,
-           request_id=request, duration_ms=_ms(started))
+           request_id=request, duration_ms=elapsed_ms(started))
     return state.to_result("released")
 
 
 @callqueue_task("callqueue.session_stats")
 def session_stats(call_session_id: str) -> Result:
     """Pending, assigned and completed counts, and the assistants holding a student."""
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    store = _store()
+    session_id = require_id("call_session_id", call_session_id, id_limit())
+    store = task_store()
     return store.stats(store.require_session(session_id)).to_result()
 
 
@@ -318,8 +162,8 @@ def session_stats(call_session_id: str) -> Result:
 def assistant_stats(call_session_id: str) -> Result:
     """Per assistant of the session: the student held now, calls in the last hour and today, today's outcomes,
     and the average time from claim to completion (the figures of the dashboard's session page)."""
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    store = _store()
+    session_id = require_id("call_session_id", call_session_id, id_limit())
+    store = task_store()
     store.require_session(session_id)
     now = utcnow()
     day_start = start_of_day(now, app.settings.stats_time_zone)
@@ -344,21 +188,21 @@ def import_students(call_session_id: str, students: list, session_name: str | No
     skipped and counted in ``suppressed``.
     """
     started = time.perf_counter()
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    name = None if session_name is None else require_text("session_name", session_name, _limit())
+    session_id = require_id("call_session_id", call_session_id, id_limit())
+    name = None if session_name is None else require_text("session_name", session_name, id_limit())
     columns = {label: _column(label, value) for label, value in
                (("route_by", route_by), ("zone_by", zone_by), ("phone_by", phone_by))}
     rows = [_new_student(index, item, columns["route_by"], columns["zone_by"], columns["phone_by"])
             for index, item in enumerate(require_list("students", students, app.settings.max_import_students))]
-    summary = _store().import_students(session_id, name, rows, app.settings.import_chunk_size)
+    summary = task_store().import_students(session_id, name, rows, app.settings.import_chunk_size)
     report("imported", session=session_id, received=summary.received, inserted=summary.inserted,
-           suppressed=summary.suppressed, duration_ms=_ms(started))
+           suppressed=summary.suppressed, duration_ms=elapsed_ms(started))
     return summary.to_result()
 
 
 def _column(label: str, value: Any) -> str | None:
     """A column name given to the import (``route_by``, ``zone_by``, ``phone_by``): an id, not one of ours."""
-    column = optional_id(label, value, _limit())
+    column = optional_id(label, value, id_limit())
     if column in RESERVED_ROW_KEYS:
         raise InvalidArgument(f"{label} must name a column of the student, not {column!r}", argument=label)
     return column
@@ -383,8 +227,8 @@ def _new_student(index: int, item: Any, route_by: str | None = None, zone_by: st
         student=student,
         priority=require_int(f"{label}.priority", row.get("priority", 0)),
         position=None if row.get("position") is None else require_int(f"{label}.position", row["position"], 0),
-        key=optional_id(f"{label}.student_id", row.get("student_id"), _limit()),
-        route=optional_id(f"{label}.{route_by}", tag, _limit()) or "",
+        key=optional_id(f"{label}.student_id", row.get("student_id"), id_limit()),
+        route=optional_id(f"{label}.{route_by}", tag, id_limit()) or "",
         zone=zone_key(zones),
         phone=None if number is None else e164(number),
     )
@@ -398,10 +242,10 @@ def _cell(row: dict[str, Any], column: str | None) -> Any:
 @callqueue_task("callqueue.set_lease")
 def set_lease(call_session_id: str, lease_seconds: int | None) -> Result:
     """Set (or with null, remove) the session's lease length for claims from now on."""
-    session_id = require_id("call_session_id", call_session_id, _limit())
+    session_id = require_id("call_session_id", call_session_id, id_limit())
     lease = None if lease_seconds is None else require_int("lease_seconds", lease_seconds, 1,
                                                            app.settings.max_lease_seconds)
-    session = _store().set_lease(session_id, lease)
+    session = task_store().set_lease(session_id, lease)
     return {"status": "ok", "call_session_id": session.id, "lease_seconds": session.lease_seconds}
 
 
@@ -409,12 +253,12 @@ def set_lease(call_session_id: str, lease_seconds: int | None) -> Result:
 def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignment_token: int) -> Result:
     """The holder renews its lease on the student."""
     started = time.perf_counter()
-    session_id, student, assistant, token = _holder_arguments(call_session_id, student_id, assistant_id,
+    session_id, student, assistant, token = holder_arguments(call_session_id, student_id, assistant_id,
                                                               assignment_token)
-    store = _store()
+    store = task_store()
     state = store.heartbeat(store.require_session(session_id), student, assistant, token)
     report("heartbeat", session=session_id, assistant=assistant, student=student, token=token,
-           duration_ms=_ms(started))
+           duration_ms=elapsed_ms(started))
     return state.to_result("renewed")
 
 
@@ -424,14 +268,14 @@ def heartbeat(call_session_id: str, student_id: str, assistant_id: str, assignme
 @callqueue_task("callqueue.reclaim_expired", acks_late=True, reject_on_worker_lost=True, send_events=False)
 def reclaim_expired() -> Result:
     """Return every student whose lease ran out to the pool (run by beat)."""
-    return _beat_job_result("reclaimed", _store().reclaim_expired())
+    return _beat_job_result("reclaimed", task_store().reclaim_expired())
 
 
 @callqueue_task("callqueue.promote_due", acks_late=True, reject_on_worker_lost=True, send_events=False)
 def promote_due() -> Result:
     """Return students whose callback, retry or window time has come to the pool, and move students whose
     calling-hours window is about to close out of it (run by beat)."""
-    return _beat_job_result("promoted", _store().promote_due())
+    return _beat_job_result("promoted", task_store().promote_due())
 
 
 def _beat_job_result(event: str, count: int) -> Result:
@@ -452,15 +296,15 @@ def set_campaign(call_session_id: str, retry_rules: dict | None = None,
     with any other outcome refused (``[]`` allows any again); an argument
     left out (or null) keeps what the session has.
     """
-    session_id = require_id("call_session_id", call_session_id, _limit())
+    session_id = require_id("call_session_id", call_session_id, id_limit())
     rules = None if retry_rules is None else require_retry_rules(
-        retry_rules, _limit(), app.settings.max_retry_rules, app.settings.max_schedule_ahead_seconds,
+        retry_rules, id_limit(), app.settings.max_retry_rules, app.settings.max_schedule_ahead_seconds,
         app.settings.max_attempts_limit)
     grace = None if callback_grace_seconds is None else require_int(
         "callback_grace_seconds", callback_grace_seconds, 0, app.settings.max_schedule_ahead_seconds)
     outcomes = None if allowed_outcomes is None else require_outcome_list(
-        allowed_outcomes, _limit(), app.settings.max_outcomes)
-    session = _store().set_campaign(session_id, rules, grace, outcomes)
+        allowed_outcomes, id_limit(), app.settings.max_outcomes)
+    session = task_store().set_campaign(session_id, rules, grace, outcomes)
     report("campaign_set", session=session_id, rules=len(session.retry_rules))
     return session.campaign_result(app.settings.callback_grace_seconds)
 
@@ -468,9 +312,9 @@ def set_campaign(call_session_id: str, retry_rules: dict | None = None,
 @callqueue_task("callqueue.release_assistant", acks_late=True, reject_on_worker_lost=True)
 def release_assistant(call_session_id: str, assistant_id: str) -> Result:
     """An assistant logging off gives back what they hold in the session."""
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    assistant = require_id("assistant_id", assistant_id, _limit())
-    released = _store().release_assistant(session_id, assistant, _current_request_id())
+    session_id = require_id("call_session_id", call_session_id, id_limit())
+    assistant = require_id("assistant_id", assistant_id, id_limit())
+    released = task_store().release_assistant(session_id, assistant, current_request_id())
     report("assistant_released", amount=released, count=released, session=session_id, assistant=assistant)
     return {"status": "ok", "call_session_id": session_id, "assistant_id": assistant, "released": released}
 
@@ -484,23 +328,23 @@ def complete_batch(items: list) -> Result:
     def progress(done: int, _valid_total: int) -> None:
         _report_progress(done + len(refused), len(checked))
 
-    done = _store().complete_batch(valid, _current_request_id(), progress, app.settings.batch_chunk_size,
+    done = task_store().complete_batch(valid, current_request_id(), progress, app.settings.batch_chunk_size,
                                    app.settings.batch_pause_seconds, app.settings.callback_grace_seconds)
     results = sorted(done + refused, key=lambda result: result["index"])
     counts = {status: sum(1 for r in results if r["status"] == status) for status in ("completed", "rejected")}
     unchanged = sum(1 for r in results if r.get("unchanged"))
-    report("batch_completed", total=len(results), duration_ms=_ms(started), unchanged=unchanged, **counts)
+    report("batch_completed", total=len(results), duration_ms=elapsed_ms(started), unchanged=unchanged, **counts)
     return {"status": "done", "total": len(results), **counts, "unchanged": unchanged, "items": results}
 
 
 @callqueue_task("callqueue.close_session", queue=BATCH_QUEUE, acks_late=True, reject_on_worker_lost=True)
 def close_session(call_session_id: str, outcome: str = "session_closed", force: bool = False) -> Result:
     """Close the session: no more claims, pending students get ``outcome``; held ones too if ``force``."""
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    result = require_id("outcome", outcome, _limit())
+    session_id = require_id("call_session_id", call_session_id, id_limit())
+    result = require_id("outcome", outcome, id_limit())
     if not isinstance(force, bool):
         raise InvalidArgument("force must be true or false", argument="force")
-    summary = _store().close_session(session_id, result, force, _current_request_id(), _report_progress)
+    summary = task_store().close_session(session_id, result, force, current_request_id(), _report_progress)
     report("session_closed", session=session_id, outcome=result, force=force, **summary)
     return {"status": "closed", **summary}
 
@@ -508,8 +352,8 @@ def close_session(call_session_id: str, outcome: str = "session_closed", force: 
 @callqueue_task("callqueue.reopen_session", queue=BATCH_QUEUE, acks_late=True, reject_on_worker_lost=True)
 def reopen_session(call_session_id: str) -> Result:
     """Open a closed session again; students it closed return to the pool."""
-    session_id = require_id("call_session_id", call_session_id, _limit())
-    summary = _store().reopen_session(session_id, _current_request_id())
+    session_id = require_id("call_session_id", call_session_id, id_limit())
+    summary = task_store().reopen_session(session_id, current_request_id())
     report("session_reopened", session=session_id, **summary)
     return {"status": "open", **summary}
 
@@ -539,20 +383,17 @@ def _batch_item(index: int, item: Any) -> BatchItem:
                            "callback_at", "callback_assistant"}
     if unknown:
         raise InvalidArgument(f"{label} has unknown fields {sorted(map(str, unknown))}")
-    assistant = optional_id(f"{label}.assistant_id", item.get("assistant_id"), _limit())
+    assistant = optional_id(f"{label}.assistant_id", item.get("assistant_id"), id_limit())
     token = item.get("assignment_token")
     if (assistant is None) != (token is None):
         raise InvalidArgument(f"{label}: give both assistant_id and assignment_token, or neither")
     return BatchItem(
         index=index,
-        call_session_id=require_id(f"{label}.call_session_id", item.get("call_session_id"), _limit()),
-        student_id=require_id(f"{label}.student_id", item.get("student_id"), _student_id_limit()),
-        outcome=require_id(f"{label}.outcome", item.get("outcome"), _limit()),
+        call_session_id=require_id(f"{label}.call_session_id", item.get("call_session_id"), id_limit()),
+        student_id=require_id(f"{label}.student_id", item.get("student_id"), student_id_limit()),
+        outcome=require_id(f"{label}.outcome", item.get("outcome"), id_limit()),
         assistant_id=assistant,
         assignment_token=None if token is None else require_token(f"{label}.assignment_token", token),
-        callback=optional_callback(f"{label}.", item.get("callback_at"), item.get("callback_assistant"), _limit(),
+        callback=optional_callback(f"{label}.", item.get("callback_at"), item.get("callback_assistant"), id_limit(),
                                    app.settings.max_schedule_ahead_seconds),
     )
-
-
-from workers import calling_tasks  # noqa: E402,F401 - registers the calling-hours and do-not-call tasks

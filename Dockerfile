@@ -22,7 +22,9 @@ RUN groupadd --system --gid 10001 callqueue \
 COPY config/ ./config/
 COPY workers/ ./workers/
 COPY producers/ ./producers/
+# The import package: callqueue.workers, callqueue.producers and callqueue.config link to the folders above.
+COPY callqueue/ ./callqueue/
 
 USER callqueue:callqueue
 
-CMD ["celery", "-A", "workers.app:app", "worker", "-Q", "assignments", "--loglevel", "INFO"]
+CMD ["celery", "-A", "callqueue.workers.app:app", "worker", "-Q", "assignments", "--loglevel", "INFO"]

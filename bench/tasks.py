@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.app import app
-from workers.models import Assignment, CallSession
-from workers.mongo import get_database
-from workers.store import AssignmentStore, utcnow
-from workers.store.documents import claim_lanes
+from callqueue.workers.app import app
+from callqueue.workers.models import Assignment, CallSession
+from callqueue.workers.mongo import get_database
+from callqueue.workers.store import AssignmentStore, utcnow
+from callqueue.workers.store.documents import claim_lanes
 
 NOOP_TASK = "bench.noop"
 CLAIM_ONLY_TASK = "bench.claim_only"

@@ -1,5 +1,5 @@
 """Settings for every callqueue process, read from the environment."""
 
-from config.settings import Settings, load_caller_settings, load_settings
+from callqueue.config.settings import Settings, load_caller_settings, load_settings
 
 __all__ = ["Settings", "load_caller_settings", "load_settings"]

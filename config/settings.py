@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from config.redis_urls import check_tls_options, is_sentinel_url, parse_sentinel_url
-from workers.exceptions import ConfigurationError
+from callqueue.config.redis_urls import check_tls_options, is_sentinel_url, parse_sentinel_url
+from callqueue.workers.exceptions import ConfigurationError
 
 ENV_PREFIX_FREE = {
     "mongo_url": "MONGO_URL",

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.audit import CompletionAnswer, Handout
-from producers.client import AssignmentClient
-from producers.results import Assigned, Completed, CompletedAndNext, Exhausted, Press
-from workers.exceptions import InvalidArgument, Rejected
+from callqueue.producers.client import AssignmentClient
+from callqueue.producers.results import Assigned, Completed, CompletedAndNext, Exhausted, Press
+from callqueue.workers.exceptions import InvalidArgument, Rejected
 
 OUTCOMES = ("reached", "voicemail", "no_answer", "wrong_number")
 NO_ANSWER = "no_answer"

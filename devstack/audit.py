@@ -24,9 +24,9 @@ from typing import Iterable
 
 from pymongo.database import Database
 
-from workers.hours import CallingHours, placement
-from workers.store import SESSIONS, STUDENTS
-from workers.models import PENDING
+from callqueue.workers.hours import CallingHours, placement
+from callqueue.workers.store import SESSIONS, STUDENTS
+from callqueue.workers.models import PENDING
 
 CLOSING_EVENTS = ("completed", "released", "reclaimed", "closed")
 FINAL, RETRY, CALLBACK = "final", "retry", "callback"

@@ -23,8 +23,8 @@ import click
 from pymongo import MongoClient
 
 from devstack.servers import MongoServer
-from workers.store import STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes
-from workers.store.documents import SUPERVISION_INDEXES
+from callqueue.workers.store import STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes
+from callqueue.workers.store.documents import SUPERVISION_INDEXES
 
 WITH, WITHOUT = "with supervision indexes", "without"
 

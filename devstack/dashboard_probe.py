@@ -35,7 +35,7 @@ from pymongo import MongoClient
 
 from devstack.probe_data import HUGE_SESSION, ProbeData, seed, seeded
 from devstack.servers import Dashboard, MongoServer
-from workers.store import ensure_indexes
+from callqueue.workers.store import ensure_indexes
 
 PAGE_LIMIT_SECONDS = 1.0
 PASSWORD = "probe-only-password"

@@ -36,11 +36,11 @@ from rich.table import Table
 
 from devstack.assistants import CALLBACK_OUTCOME, NO_ANSWER, OUTCOMES, AssistantLog, Behaviour, run_assistants
 from devstack.audit import AuditReport, audit_session
-from config.redis_urls import is_sentinel_url
+from callqueue.config.redis_urls import is_sentinel_url
 from devstack.servers import PROJECT_ROOT, MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
-from producers.client import AssignmentClient
-from workers.hours import WEEKDAYS, CallingHours, placement
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.hours import WEEKDAYS, CallingHours, placement
 
 console = Console()
 # Every outcome the simulated assistants record; the session refuses any other.

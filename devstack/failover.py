@@ -19,14 +19,14 @@ import bson
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.assistants import AssistantLog, Behaviour, run_in_processes
 from devstack.audit import AuditReport, Handout, audit_session
 from devstack.replicaset import DEFAULT_ELECTION_TIMEOUT_MS, ReplicaSet
 from devstack.servers import MongoServer, RedisServer
 from devstack.stack import ServersStack, StackOptions
-from producers.client import AssignmentClient
-from workers.store import STUDENTS
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.store import STUDENTS
 
 FAILOVER_ENV = {
     "CALLQUEUE_TASK_MAX_RETRIES": "12",

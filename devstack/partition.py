@@ -21,12 +21,12 @@ from typing import Any, Mapping
 
 from pymongo.database import Database
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.netns import TestHosts
 from devstack.replicaset import ReplicaSet
 from devstack.servers import CeleryWorker, RedisServer
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
-from workers.store import STUDENTS
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
+from callqueue.workers.store import STUDENTS
 
 Claim = tuple[str, int]
 

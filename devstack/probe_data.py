@@ -17,9 +17,9 @@ from typing import Callable
 
 from pymongo.database import Database
 
-from workers.models import Callback, RetryRule
-from workers.models import CallSession
-from workers.store import SESSIONS, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, plan_for, utcnow
+from callqueue.workers.models import Callback, RetryRule
+from callqueue.workers.models import CallSession
+from callqueue.workers.store import SESSIONS, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, plan_for, utcnow
 
 HUGE_SESSION = "probe-huge"
 OUTCOMES = ("reached", "voicemail", "wrong_number")

@@ -26,8 +26,8 @@ from devstack.processes import StartupError
 from devstack.sentinel import SentinelGroup
 from devstack.servers import MongoServer
 from devstack.stack import ServersStack, StackOptions
-from workers.models import PENDING
-from workers.store import STUDENTS
+from callqueue.workers.models import PENDING
+from callqueue.workers.store import STUDENTS
 
 SENTINEL_ENV = {
     "CALLQUEUE_TASK_MAX_RETRIES": "12",

@@ -209,7 +209,7 @@ class CeleryWorker:
         self.queue = queue
         self.hostname = f"{name or queue}-{free_port()}@localhost"
         nice = ["nice", "-n", str(niceness)] if niceness else []
-        argv = [*(host_prefix or []), *nice, sys.executable, "-m", "celery", "-A", "workers.app:app", "worker",
+        argv = [*(host_prefix or []), *nice, sys.executable, "-m", "celery", "-A", "callqueue.workers.app:app", "worker",
                 "-Q", queue, "-c", str(concurrency), "-P", pool, "-n", self.hostname, "-E", "--loglevel", "INFO",
                 "--without-mingle", "--without-gossip", *(extra_args or [])]
         self.process = ManagedProcess(f"worker {queue}", argv, workdir / f"worker-{self.hostname}.log",
@@ -244,7 +244,7 @@ class CeleryBeat:
 
     def __init__(self, workdir: Path, env: dict[str, str], host_prefix: list[str] | None = None,
                  name: str = "beat") -> None:
-        argv = [*(host_prefix or []), sys.executable, "-m", "celery", "-A", "workers.app:app", "beat",
+        argv = [*(host_prefix or []), sys.executable, "-m", "celery", "-A", "callqueue.workers.app:app", "beat",
                 "--loglevel", "INFO", "--schedule", str(workdir / f"beat-schedule-{free_port()}")]
         self.log_path = workdir / f"{name}.log"
         self.process = ManagedProcess(name, argv, self.log_path, project_env(env))
@@ -263,7 +263,7 @@ class Flower:
     def __init__(self, workdir: Path, env: dict[str, str], port: int | None = None,
                  extra_args: list[str] | None = None) -> None:
         self.port = port or free_port()
-        argv = [sys.executable, "-m", "celery", "-A", "workers.app:app", "flower",
+        argv = [sys.executable, "-m", "celery", "-A", "callqueue.workers.app:app", "flower",
                 f"--port={self.port}", "--address=127.0.0.1", *(extra_args or [])]
         self.process = ManagedProcess("flower", argv, workdir / f"flower-{self.port}.log", project_env(env))
 

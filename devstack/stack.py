@@ -21,11 +21,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.replicaset import ReplicaSet
 from devstack.sentinel import SentinelGroup
 from devstack.servers import CeleryBeat, CeleryWorker, Dashboard, Flower, MongoServer, RedisServer
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
 
 FLOWER_USER = "callqueue"
 # Flower's own settings that say who may use it; when one is set, the stack leaves Flower's access alone.

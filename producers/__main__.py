@@ -1,6 +1,6 @@
 """``python -m producers``."""
 
-from producers.cli import cli
+from callqueue.producers.cli import cli
 
 if __name__ == "__main__":
     cli(prog_name="python -m producers")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from producers.output import client_of, emit, run
+from callqueue.producers.output import client_of, emit, run
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CALLING_COMMANDS: list[click.Command] = []

@@ -19,17 +19,17 @@ from rich.table import Table
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from config import load_caller_settings
-from producers.calling_cli import CALLING_COMMANDS
-from producers.client import AssignmentClient
-from producers.dashboard.command import dashboard_command
-from producers.exporter import CallqueueCollector
-from producers.ops import COMMANDS
-from producers.output import client_of as _client, emit as _emit, run as _run
-from producers.results import Exhausted, Press, Stats
-from producers.rowfile import ITEM_INTEGERS, STUDENT_INTEGERS, read_rows
-from workers.exceptions import Rejected
-from workers.metrics import read_counters, redis_client
+from callqueue.config import load_caller_settings
+from callqueue.producers.calling_cli import CALLING_COMMANDS
+from callqueue.producers.client import AssignmentClient
+from callqueue.producers.dashboard.command import dashboard_command
+from callqueue.producers.exporter import CallqueueCollector
+from callqueue.producers.ops import COMMANDS
+from callqueue.producers.output import client_of as _client, emit as _emit, run as _run
+from callqueue.producers.results import Exhausted, Press, Stats
+from callqueue.producers.rowfile import ITEM_INTEGERS, STUDENT_INTEGERS, read_rows
+from callqueue.workers.exceptions import Rejected
+from callqueue.workers.metrics import read_counters, redis_client
 
 
 @click.group()

@@ -31,14 +31,14 @@ from celery.result import AsyncResult
 import redis.exceptions
 from kombu.exceptions import EncodeError
 
-from config import Settings, load_caller_settings
-from config.redis_urls import redacted_url
-from producers.results import (
+from callqueue.config import Settings, load_caller_settings
+from callqueue.config.redis_urls import redacted_url
+from callqueue.producers.results import (
     Assigned, Completed, CompletedAndNext, Exhausted, ImportResult, Press, Stats, StudentUpdate, press_from_result,
 )
-from producers import waiting
-from workers.app import CallqueueCelery, create_app
-from workers.exceptions import (
+from callqueue.producers import waiting
+from callqueue.workers.app import CallqueueCelery, create_app
+from callqueue.workers.exceptions import (
     BrokerUnavailable, FailoverInProgress, InvalidArgument, RequestTimedOut, StoreUnavailable, TaskFailed,
     rejection_from_error,
 )

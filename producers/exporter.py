@@ -31,12 +31,12 @@ from typing import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from config import Settings
-from workers.clock import worker_clocks
-from workers.store import SESSIONS, AssignmentStore
-from workers.metrics import read_counters, redis_client
-from workers.models import CallSession
-from workers.mongo import get_database
+from callqueue.config import Settings
+from callqueue.workers.clock import worker_clocks
+from callqueue.workers.store import SESSIONS, AssignmentStore
+from callqueue.workers.metrics import read_counters, redis_client
+from callqueue.workers.models import CallSession
+from callqueue.workers.mongo import get_database
 
 
 class CallqueueCollector(Collector):

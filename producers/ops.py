@@ -26,13 +26,13 @@ from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.table import Table
 
-from config import Settings, load_settings
-from config.redis_urls import redacted_url
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
-from workers.clock import worker_clocks
-from workers.exceptions import BrokerUnavailable, ConfigurationError, InfrastructureError, StoreUnavailable
-from workers.store.durability import probe_majority_write
-from workers.transport import redis_connection
+from callqueue.config import Settings, load_settings
+from callqueue.config.redis_urls import redacted_url
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, CallqueueCelery, create_app
+from callqueue.workers.clock import worker_clocks
+from callqueue.workers.exceptions import BrokerUnavailable, ConfigurationError, InfrastructureError, StoreUnavailable
+from callqueue.workers.store.durability import probe_majority_write
+from callqueue.workers.transport import redis_connection
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1

@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import click
 
-from config import load_caller_settings
-from producers.client import AssignmentClient
-from workers.exceptions import CallqueueError, Rejected
+from callqueue.config import load_caller_settings
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.exceptions import CallqueueError, Rejected
 
 EXIT_REJECTED = 2
 EXIT_UNAVAILABLE = 3

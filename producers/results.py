@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Union
 
-from workers.exceptions import Rejected, rejection_from_error
+from callqueue.workers.exceptions import Rejected, rejection_from_error
 
 
 @dataclass(frozen=True)

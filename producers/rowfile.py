@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from workers.exceptions import InvalidArgument
+from callqueue.workers.exceptions import InvalidArgument
 
 STUDENT_INTEGERS = ("priority", "position")
 ITEM_INTEGERS = ("assignment_token",)

@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from typing import Iterable, Protocol
 
-from producers.results import Exhausted, Press
+from callqueue.producers.results import Exhausted, Press
 
 HELD_RECHECK_SECONDS = 2.0
 MIN_PAUSE_SECONDS = 0.05  # the shortest sleep before a student's due time

@@ -17,12 +17,12 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.replicaset import ReplicaSet
 from devstack.servers import MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
-from producers.client import AssignmentClient
-from workers.store import AssignmentStore, ensure_indexes
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.store import AssignmentStore, ensure_indexes
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 # Elections in the tests' replica sets: after 4 s without a primary instead of MongoDB's 10 s, so the fault

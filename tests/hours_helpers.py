@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from workers.hours import WEEKDAYS
+from callqueue.workers.hours import WEEKDAYS
 
 # Fixed offsets (no daylight saving), east of UTC first: Etc/GMT-12 is UTC+12.
 FIXED_ZONES = tuple(f"Etc/GMT{sign}{hours}" for sign, hours in

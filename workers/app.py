@@ -1,4 +1,4 @@
-"""The Celery application: ``workers.app:app``.
+"""The Celery application: ``callqueue.workers.app:app``.
 
 Configured for this job: JSON only on the wire (pickle is never accepted),
 results in Redis with an expiry, task events on so Flower sees every task,
@@ -18,11 +18,11 @@ from kombu.serialization import register as register_serializer
 from kombu.utils import json as kombu_json
 from kombu.utils.url import parse_url
 
-from config import Settings, load_settings
-from config.redis_urls import TLS_SCHEME, is_sentinel_url
-from workers.eventlog import JsonFormatter
-from workers.gate import StoreGate
-from workers.transport import transport_for
+from callqueue.config import Settings, load_settings
+from callqueue.config.redis_urls import TLS_SCHEME, is_sentinel_url
+from callqueue.workers.eventlog import JsonFormatter
+from callqueue.workers.gate import StoreGate
+from callqueue.workers.transport import transport_for
 
 # Deeper than any valid callqueue message (student payloads nest at most 8 levels).
 MAX_MESSAGE_DEPTH = 32
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, include_tasks: bool = True) -> 
         "callqueue",
         broker=settings.broker_url,
         backend=settings.result_backend,
-        include=["workers.tasks"] if include_tasks else [],
+        include=["callqueue.workers.tasks"] if include_tasks else [],
         set_as_current=include_tasks,
     )
     app.settings = settings
@@ -140,7 +140,7 @@ def celery_config(settings: Settings) -> dict:
             },
         },
         # Beat stamps each job's expiry from the database's clock, not its host's (workers/beat.py).
-        "beat_scheduler": "workers.beat:DatabaseClockScheduler",
+        "beat_scheduler": "callqueue.workers.beat:DatabaseClockScheduler",
         "timezone": "UTC",
         "enable_utc": True,
     }

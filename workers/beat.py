@@ -24,9 +24,9 @@ from celery.beat import PersistentScheduler
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from config import load_settings
-from workers.clock import read_offset
-from workers.eventlog import log_event
+from callqueue.config import load_settings
+from callqueue.workers.clock import read_offset
+from callqueue.workers.eventlog import log_event
 
 OFFSET_REFRESH_SECONDS = 10.0
 CHECK_TIMEOUT_MS = 2000

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.app import BATCH_QUEUE, app
-from workers.exceptions import InvalidArgument, TooLarge
-from workers.student_ids import handed_out_id, session_prefix
-from workers.task_base import (
+from callqueue.workers.app import BATCH_QUEUE, app
+from callqueue.workers.exceptions import InvalidArgument, TooLarge
+from callqueue.workers.student_ids import handed_out_id, session_prefix
+from callqueue.workers.task_base import (
     Result, callqueue_task, current_request_id, id_limit, report, student_id_limit, task_store,
 )
-from workers.validation import (
+from callqueue.workers.validation import (
     optional_id, require_calling_hours, require_id, require_ids, require_int, require_phones,
 )
 

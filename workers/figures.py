@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
-from workers.models import CallSession
+from callqueue.workers.models import CallSession
 
 NAME_FIELDS = ("name", "full_name", "display_name")
 

@@ -43,11 +43,11 @@ from celery import bootsteps
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from config import Settings, load_settings
-from workers.clock import SKEWED, UNREACHABLE, ClockReading, WorkerClock, publish, read_offset
-from workers.eventlog import log_event
-from workers.metrics import redis_client
-from workers.store.durability import can_fail_over
+from callqueue.config import Settings, load_settings
+from callqueue.workers.clock import SKEWED, UNREACHABLE, ClockReading, WorkerClock, publish, read_offset
+from callqueue.workers.eventlog import log_event
+from callqueue.workers.metrics import redis_client
+from callqueue.workers.store.durability import can_fail_over
 
 FAILED_CHECKS_TO_PAUSE = 2
 CHECK_TIMEOUT_SECONDS = 1.0

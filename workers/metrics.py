@@ -27,7 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from workers.transport import redis_connection
+from callqueue.workers.transport import redis_connection
 
 METRICS_KEY = "callqueue:metrics"
 EVENT_PREFIX = "events:"

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
 
-from workers.hours import CallingHours
-from workers.student_ids import import_id_of
+from callqueue.workers.hours import CallingHours
+from callqueue.workers.student_ids import import_id_of
 
 PENDING = ""
 DO_NOT_CALL = "do_not_call"

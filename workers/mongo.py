@@ -13,8 +13,8 @@ import threading
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from config import Settings
-from workers.store import ensure_indexes
+from callqueue.config import Settings
+from callqueue.workers.store import ensure_indexes
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], MongoClient] = {}

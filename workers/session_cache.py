@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import time
 
-from workers.store import AssignmentStore
-from workers.models import CallSession
+from callqueue.workers.store import AssignmentStore
+from callqueue.workers.models import CallSession
 
 MAX_ENTRIES = 10_000
 

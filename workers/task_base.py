@@ -20,14 +20,14 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from celery.signals import worker_process_shutdown
 
-from workers.app import app
-from workers.eventlog import log_event
-from workers.exceptions import FailoverInProgress, InfrastructureError, MissingArgument, Rejected
-from workers.metrics import counter_buffer, flush_all
-from workers.mongo import get_database
-from workers.session_cache import OpenSessionCache
-from workers.store import AssignmentStore
-from workers.validation import require_id, require_token
+from callqueue.workers.app import app
+from callqueue.workers.eventlog import log_event
+from callqueue.workers.exceptions import FailoverInProgress, InfrastructureError, MissingArgument, Rejected
+from callqueue.workers.metrics import counter_buffer, flush_all
+from callqueue.workers.mongo import get_database
+from callqueue.workers.session_cache import OpenSessionCache
+from callqueue.workers.store import AssignmentStore
+from callqueue.workers.validation import require_id, require_token
 
 Result = dict[str, Any]
 
@@ -40,7 +40,7 @@ class CallqueueTask(Task):
     Its messages pass ``workers.wire``'s envelope check before Celery reads them.
     """
 
-    Strategy = "workers.wire:json_only_strategy"
+    Strategy = "callqueue.workers.wire:json_only_strategy"
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         if self.request_stack.top is not None and not self.request.called_directly:

@@ -15,19 +15,19 @@ from typing import Any, Callable
 
 from celery import Task
 
-from workers import calling_tasks  # noqa: F401 - registers the calling-hours and do-not-call tasks too
-from workers.app import BATCH_QUEUE, app
-from workers.eventlog import log_event
-from workers.exceptions import InvalidArgument, Rejected
-from workers.figures import start_of_day
-from workers.hours import zone_key
-from workers.models import BatchItem
-from workers.store import NewStudent, plan_for, utcnow
-from workers.task_base import (
+from callqueue.workers import calling_tasks  # noqa: F401 - registers the calling-hours and do-not-call tasks too
+from callqueue.workers.app import BATCH_QUEUE, app
+from callqueue.workers.eventlog import log_event
+from callqueue.workers.exceptions import InvalidArgument, Rejected
+from callqueue.workers.figures import start_of_day
+from callqueue.workers.hours import zone_key
+from callqueue.workers.models import BatchItem
+from callqueue.workers.store import NewStudent, plan_for, utcnow
+from callqueue.workers.task_base import (
     Result, callqueue_task, current_request_id, elapsed_ms, holder_arguments, id_limit, open_sessions, report,
     student_id_limit, task_store,
 )
-from workers.validation import (
+from callqueue.workers.validation import (
     e164, number_zones, optional_callback, optional_id, require_allowed_outcome, require_document, require_id,
     require_ids, require_int, require_list, require_outcome_list, require_phone, require_retry_rules, require_text,
     require_token, require_zone,

@@ -50,8 +50,8 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from redis.sentinel import Sentinel
 
-from config.redis_urls import SENTINEL_SCHEME, TLS_SCHEME, is_sentinel_url, parse_sentinel_url
-from workers.exceptions import ConfigurationError
+from callqueue.config.redis_urls import SENTINEL_SCHEME, TLS_SCHEME, is_sentinel_url, parse_sentinel_url
+from callqueue.workers.exceptions import ConfigurationError
 
 DETACHED = "broker connection already closed: the channel's transport has no connection"
 

@@ -14,11 +14,11 @@ from typing import Any
 import phonenumbers
 from phonenumbers import timezone as phone_timezone
 
-from workers.exceptions import InvalidArgument, Rejected, TooLarge
-from workers.hours import (
+from callqueue.workers.exceptions import InvalidArgument, Rejected, TooLarge
+from callqueue.workers.hours import (
     DEFAULT_LAST_CALL_SECONDS, DEFAULT_ZONE, UNKNOWN_ZONE_POLICIES, WEEKDAYS, CallingHours, is_zone, parse_range,
 )
-from workers.models import Callback, RetryRule
+from callqueue.workers.models import Callback, RetryRule
 
 MAX_NESTING_DEPTH = 8
 

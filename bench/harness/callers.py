@@ -35,7 +35,7 @@ from bench.harness.presses import (
 )
 from bench.harness.targets import latency_summary, ratio
 from bench.tasks import NOOP_TASK
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 
 __all__ = ["ASSIGN_TASK", "NOOP_PAIR", "ONE_TRIP", "PRESS", "PressRecord", "desk_clients"]
 

@@ -28,13 +28,13 @@ from bench.harness.cpu import CpuMeter, CpuUse, merge_uses
 from bench.harness.desks import BenchError, DeskPool
 from bench.harness.integrity import COMPLETED, HELD, RELEASED, Answer
 from bench.harness.targets import latency_summary, median, ratio
-from workers.exceptions import Rejected
-from workers.models import PENDING, CallSession
-from workers.session_cache import OpenSessionCache
-from workers.store import (
+from callqueue.workers.exceptions import Rejected
+from callqueue.workers.models import PENDING, CallSession
+from callqueue.workers.session_cache import OpenSessionCache
+from callqueue.workers.store import (
     ASSIGNMENT_FIELDS, CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes,
 )
-from workers.store.documents import CLAIM_ORDER, claim_filter, claim_lanes
+from callqueue.workers.store.documents import CLAIM_ORDER, claim_filter, claim_lanes
 
 OURS = "ours"
 SEED_STYLE = "seed-style"

@@ -26,7 +26,7 @@ from bench.harness.integrity import IntegrityReport
 from bench.harness.targets import Target
 from devstack.servers import CeleryWorker
 from devstack.stack import Stack, StackOptions
-from workers.app import ASSIGNMENTS_QUEUE
+from callqueue.workers.app import ASSIGNMENTS_QUEUE
 
 Say = Callable[[str], None]
 Panel = Callable[[Any], None]  # draws one chart panel on a matplotlib Axes

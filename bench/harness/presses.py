@@ -26,8 +26,8 @@ from typing import Any, Callable, NamedTuple
 from bench.harness.desks import BenchError
 from bench.harness.integrity import COMPLETED, HELD, Answer
 from bench.tasks import NOOP_COMPLETE_TASK, NOOP_TASK
-from config import Settings
-from producers.client import AssignmentClient
+from callqueue.config import Settings
+from callqueue.producers.client import AssignmentClient
 
 ASSIGN_TASK = "callqueue.assign_next_student"
 COMPLETE_TASK = "callqueue.complete_student"

@@ -29,9 +29,9 @@ from bench.harness.core import Harness, Part
 from bench.harness.desks import BenchError
 from bench.harness.integrity import ENDED, IntegrityReport, check, combine
 from bench.harness.targets import Target, median, ratio
-from workers.hours import WEEKDAYS, CallingHours, placement
-from workers.store import STUDENTS, AssignmentStore, ensure_indexes
-from workers.store.documents import WINDOW
+from callqueue.workers.hours import WEEKDAYS, CallingHours, placement
+from callqueue.workers.store import STUDENTS, AssignmentStore, ensure_indexes
+from callqueue.workers.store.documents import WINDOW
 
 HOURS_DB = "bench_hours"
 PLAIN, HOURS = "no hours", "hours"

@@ -30,8 +30,8 @@ from bench.harness.integrity import ENDED, Answer, IntegrityReport, check, combi
 from bench.harness.targets import Target, median, percentile, ratio
 from devstack.processes import wait_until
 from devstack.servers import CeleryBeat
-from producers.client import AssignmentClient
-from workers.store import ensure_indexes
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.store import ensure_indexes
 
 ROUTING_DB = "bench_routing"
 UNTAGGED, TAGGED = "untagged", "tagged"

@@ -20,8 +20,8 @@ from bench.harness.integrity import DRAINED, IntegrityReport, check
 from bench.harness.report import bars
 from bench.harness.targets import NAN, Target, latency_summary, ratio
 from bench.parts.many_sessions import cache_seconds
-from workers.models import PENDING
-from workers.store import CLAIM_INDEX, STUDENTS
+from callqueue.workers.models import PENDING
+from callqueue.workers.store import CLAIM_INDEX, STUDENTS
 
 DATABASE = "bench_drain"
 SESSION = "drain-session"

@@ -28,7 +28,7 @@ from devstack.failover import (
 from devstack.netns import TestHosts, available
 from devstack.partition import PartitionStack
 from devstack.replicaset import ReplicaSet
-from workers.metrics import FLUSH_INTERVAL_SECONDS, read_counters, redis_client
+from callqueue.workers.metrics import FLUSH_INTERVAL_SECONDS, read_counters, redis_client
 
 CLIENT_TIMEOUT_SECONDS = 8.0
 STUDENTS = 2_000

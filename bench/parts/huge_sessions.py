@@ -27,8 +27,8 @@ from bench.harness.desks import BenchError
 from bench.harness.integrity import HOLDING, IntegrityReport, check, combine
 from bench.harness.targets import Target, ratio
 from devstack.servers import PROJECT_ROOT, project_env
-from workers.app import BATCH_QUEUE
-from workers.store import STUDENTS
+from callqueue.workers.app import BATCH_QUEUE
+from callqueue.workers.store import STUDENTS
 
 DATABASE = "bench_huge"
 SESSION = "huge-session"

@@ -19,7 +19,7 @@ from bench.harness.core import Harness, Panel, Part
 from bench.harness.integrity import ENDED, IntegrityReport, check, combine
 from bench.harness.report import bars
 from bench.harness.targets import Target, ratio
-from config import Settings
+from callqueue.config import Settings
 
 DATABASE = "bench_many_sessions"
 MANY = "many"

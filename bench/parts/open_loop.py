@@ -28,7 +28,7 @@ from bench.harness.desks import PROCESSES, DeskPool
 from bench.harness.integrity import ENDED, IntegrityReport, check
 from bench.harness.presses import ASSIGN_TASK, KINDS, NOOP_PAIR, ONE_TRIP, PRESS, FinishJob, PressRecord
 from bench.harness.targets import Target, latency_summary, percentile, ratio
-from workers.store import ensure_indexes
+from callqueue.workers.store import ensure_indexes
 
 LABELS = {NOOP_PAIR: "no-op pair", PRESS: "two trips", ONE_TRIP: "one trip"}
 ONE_TRIP_VS_TWO_P50 = 0.7

@@ -35,14 +35,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import anyio.to_thread
 import jinja2
 
-from config import Settings
-from producers.client import AssignmentClient
-from producers.dashboard import render
-from producers.dashboard.auth import Logins, User, csrf_ok, csrf_token
-from producers.dashboard.live import CLOSED, OPEN, Hub, ListKey, Reader, SessionKey, SessionsView
-from workers.eventlog import log_event
-from workers.exceptions import CallqueueError, Rejected
-from workers.store import AssignmentStore
+from callqueue.config import Settings
+from callqueue.producers.client import AssignmentClient
+from callqueue.producers.dashboard import render
+from callqueue.producers.dashboard.auth import Logins, User, csrf_ok, csrf_token
+from callqueue.producers.dashboard.live import CLOSED, OPEN, Hub, ListKey, Reader, SessionKey, SessionsView
+from callqueue.workers.eventlog import log_event
+from callqueue.workers.exceptions import CallqueueError, Rejected
+from callqueue.workers.store import AssignmentStore
 
 HERE = Path(__file__).parent
 KEEPALIVE_SECONDS = 15.0

@@ -21,7 +21,7 @@ from typing import Mapping
 
 from starlette.requests import Request
 
-from workers.exceptions import ConfigurationError
+from callqueue.workers.exceptions import ConfigurationError
 
 ADMIN = "admin"
 VIEWER = "viewer"

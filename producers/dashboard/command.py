@@ -10,13 +10,13 @@ import sys
 import click
 import uvicorn
 
-from config import Settings, load_settings
-from producers.dashboard.app import create_app
-from producers.dashboard.auth import ROLE_VARIABLES, Logins
-from workers.eventlog import JsonFormatter
-from workers.exceptions import ConfigurationError
-from workers.mongo import get_database
-from workers.store import AssignmentStore
+from callqueue.config import Settings, load_settings
+from callqueue.producers.dashboard.app import create_app
+from callqueue.producers.dashboard.auth import ROLE_VARIABLES, Logins
+from callqueue.workers.eventlog import JsonFormatter
+from callqueue.workers.exceptions import ConfigurationError
+from callqueue.workers.mongo import get_database
+from callqueue.workers.store import AssignmentStore
 
 # Longest a page or the shared poll waits for MongoDB (pymongo timeout) before showing an error.
 READ_DEADLINE_SECONDS = 10.0

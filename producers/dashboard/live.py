@@ -29,10 +29,10 @@ from typing import Any, AsyncIterator, Callable, Hashable
 
 import anyio.to_thread
 
-from config import Settings
-from workers.figures import SessionDetail, SessionSummary, start_of_day
-from workers.models import CallSession
-from workers.store import AssignmentStore, utcnow
+from callqueue.config import Settings
+from callqueue.workers.figures import SessionDetail, SessionSummary, start_of_day
+from callqueue.workers.models import CallSession
+from callqueue.workers.store import AssignmentStore, utcnow
 
 BUSY_SHARE = 0.25
 OPEN, CLOSED = "open", "closed"

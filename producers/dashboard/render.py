@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from config import Settings
-from workers.figures import SessionCounts
-from workers.store import utcnow
+from callqueue.config import Settings
+from callqueue.workers.figures import SessionCounts
+from callqueue.workers.store import utcnow
 
 # The live parts of the session page, each a template in templates/parts/ and an element id.
 SESSION_REGIONS = ("figures", "assistants", "callbacks", "chart", "events")

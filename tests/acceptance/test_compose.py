@@ -23,10 +23,10 @@ import pytest
 import yaml
 from celery import Celery
 
-from config.settings import ENV_PREFIX_FREE, Settings
+from callqueue.config.settings import ENV_PREFIX_FREE, Settings
 from devstack.servers import project_env
-from producers.cli import cli
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, celery_config
+from callqueue.producers.cli import cli
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, celery_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -130,7 +130,7 @@ def test_compose_defines_exactly_the_production_services(services: dict[str, dic
 
 def test_the_metrics_service_runs_the_projects_exporter_unpublished(services: dict[str, dict[str, Any]],
                                                                       example_env: dict[str, str]) -> None:
-    from producers.cli import cli
+    from callqueue.producers.cli import cli
 
     exporter = services[EXPORTER]
     argv = command_of(exporter, example_env)
@@ -143,7 +143,7 @@ def test_the_metrics_service_runs_the_projects_exporter_unpublished(services: di
 
 def test_the_dashboard_service_runs_the_dashboard_command_with_logins_from_env(
         services: dict[str, dict[str, Any]], example_env: dict[str, str]) -> None:
-    from producers.dashboard.auth import ADMIN, VIEWER, Logins
+    from callqueue.producers.dashboard.auth import ADMIN, VIEWER, Logins
 
     dashboard = services[DASHBOARD]
     argv = command_of(dashboard, example_env)
@@ -222,7 +222,7 @@ def test_app_healthchecks_run_the_producers_health_command(services: dict[str, d
     for name in ("worker-assignments", "worker-batch", "beat"):
         argv = healthcheck_argv(services[name])
         assert argv[:4] == ["python", "-m", "producers", "health"], name
-        assert importlib.util.find_spec("producers.__main__") is not None
+        assert importlib.util.find_spec("callqueue.producers.__main__") is not None
         context = health.make_context("health", argv[4:])
         if name in WORKER_QUEUES:
             assert context.params["queues"] == (WORKER_QUEUES[name],)
@@ -409,7 +409,7 @@ def test_dockerfile_builds_a_non_root_python_311_image_of_the_app_packages() -> 
     assert by_keyword["FROM"] == ["python:3.11-slim"]
     assert any("pip install" in run and "-r requirements.txt" in run for run in by_keyword["RUN"])
     copied = {args.split()[0].rstrip("/") for args in by_keyword["COPY"]}
-    assert copied >= {"requirements.txt", "config", "workers", "producers"}
+    assert copied >= {"requirements.txt", "config", "workers", "producers", "callqueue"}
     [user] = by_keyword["USER"]
     assert user.split(":")[0] not in {"root", "0"}
 
@@ -427,7 +427,7 @@ def first_party_imports(package: Path) -> set[str]:
 
 
 def test_image_packages_import_only_packages_the_image_contains() -> None:
-    copied = {"config", "workers", "producers"}
+    copied = {"config", "workers", "producers", "callqueue"}
     for package in copied:
         assert first_party_imports(ROOT / package) <= copied, package
 

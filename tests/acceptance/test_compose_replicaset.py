@@ -27,7 +27,7 @@ import pytest
 import yaml
 from pymongo.uri_parser import parse_uri
 
-from config.settings import Settings
+from callqueue.config.settings import Settings
 from tests.acceptance.compose_files import (
     container_path, environment, merged_services, resolved_volume, run_compose,
 )

@@ -32,8 +32,8 @@ import pytest
 import redis
 import yaml
 
-from config.redis_urls import parse_sentinel_url
-from config.settings import Settings
+from callqueue.config.redis_urls import parse_sentinel_url
+from callqueue.config.settings import Settings
 from devstack.processes import ManagedProcess, free_port, wait_until
 from tests.acceptance.test_compose import (
     APP_SERVICES,
@@ -51,8 +51,8 @@ from tests.acceptance.test_compose import (
 from tests.acceptance.compose_files import (
     container_path, environment, merged_services, resolved_volume, run_compose,
 )
-from workers.app import celery_config
-from workers.transport import SENTINEL_TRANSPORT, redis_connection
+from callqueue.workers.app import celery_config
+from callqueue.workers.transport import SENTINEL_TRANSPORT, redis_connection
 
 OVERRIDE_FILE = ROOT / "docker-compose.sentinel.yml"
 FILES = (COMPOSE_FILE, OVERRIDE_FILE)

@@ -30,7 +30,7 @@ import pytest
 import yaml
 from pymongo.uri_parser import parse_uri
 
-from config.settings import Settings
+from callqueue.config.settings import Settings
 from tests.acceptance.test_compose import (
     APP_SERVICES,
     COMPOSE_FILE,
@@ -50,7 +50,7 @@ from tests.acceptance.test_compose import (
 from tests.acceptance.compose_files import (
     container_path, environment, merged_services, resolved_volume, run_compose,
 )
-from workers.app import celery_config
+from callqueue.workers.app import celery_config
 
 TLS_FILE = ROOT / "docker-compose.tls.yml"
 REPLICASET_FILE = ROOT / "docker-compose.replicaset.yml"

@@ -12,9 +12,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from config.settings import ENV_PREFIX_FREE, Settings
-from workers import tasks  # noqa: F401 - registers the tasks on the app
-from workers.app import app
+from callqueue.config.settings import ENV_PREFIX_FREE, Settings
+from callqueue.workers import tasks  # noqa: F401 - registers the tasks on the app
+from callqueue.workers.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

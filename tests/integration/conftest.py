@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.contract import ContractViolation, check_result
 from tests.integration.private_stack import PrivateStack
 

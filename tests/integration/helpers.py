@@ -11,7 +11,7 @@ import bson
 from kombu import Connection, Queue
 from pymongo.database import Database
 
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 
 if TYPE_CHECKING:
     from devstack.failover import FailoverRun

@@ -20,11 +20,11 @@ from kombu import Connection
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.servers import CeleryWorker, RedisServer
 from devstack.stack import Stack, StackOptions
-from producers.client import AssignmentClient
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
 
 ANSWER_TIMEOUT_SECONDS = 60.0
 

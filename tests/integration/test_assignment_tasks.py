@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pymongo.database import Database
 
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import seed
-from workers.exceptions import NotHolder, SessionClosed, StaleToken, UnknownSession
+from callqueue.workers.exceptions import NotHolder, SessionClosed, StaleToken, UnknownSession
 
 
 def test_assistant_gets_a_student_with_a_token(client: AssignmentClient, session_id: str) -> None:

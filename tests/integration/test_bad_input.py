@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import session_fingerprint, seed
 
 BAD_CALLS: list[tuple[str, str, dict[str, Any]]] = [

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pymongo.database import Database
 
-from config import Settings
-from producers.client import AssignmentClient
+from callqueue.config import Settings
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import session_fingerprint, seed
-from workers.exceptions import SessionClosed
-from workers.models import PENDING
+from callqueue.workers.exceptions import SessionClosed
+from callqueue.workers.models import PENDING
 
 
 def all_items(session_id: str, count: int, outcome: str = "loaded") -> list[dict]:

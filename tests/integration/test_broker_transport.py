@@ -16,11 +16,11 @@ from typing import Callable
 import pytest
 from kombu import Connection
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.servers import RedisServer
 from tests.integration.helpers import hold_unacked_message, take_message
-from workers.app import create_app
-from workers.transport import TRANSPORT
+from callqueue.workers.app import create_app
+from callqueue.workers.transport import TRANSPORT
 
 BROKER_DB = 7  # a database of its own on the session's redis-server
 

@@ -17,14 +17,14 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.audit import audit_session
 from devstack.servers import RedisServer
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.hours_helpers import FIXED_ZONES, daytime_zones, local_range, shifted
 from tests.integration.private_stack import PrivateStack, private_stack
-from workers.hours import WEEKDAYS, CallingHours, placement
-from workers.store import STUDENTS
+from callqueue.workers.hours import WEEKDAYS, CallingHours, placement
+from callqueue.workers.store import STUDENTS
 
 CALLERS = 32
 # Zone offsets (hours east of the base zone), around the world: 0 closes during the run, +1 opens during it.

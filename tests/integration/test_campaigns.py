@@ -17,10 +17,10 @@ from typing import Any
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from config import Settings
-from producers.client import AssignmentClient
+from callqueue.config import Settings
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import poll
-from workers.store import STUDENTS
+from callqueue.workers.store import STUDENTS
 
 PROMOTE_INTERVAL_SECONDS = 1.0
 EARLY_WATCH_SECONDS = 3.5  # more than three promotions by beat before the callback is due

@@ -31,13 +31,13 @@ from pymongo import MongoClient
 from devstack.faketime import PREFIX, skewed_env
 from devstack.servers import CeleryBeat, CeleryWorker, RedisServer
 from devstack.processes import wait_until
-from producers.client import AssignmentClient
-from producers.exporter import CallqueueCollector
-from producers.ops import health_command
+from callqueue.producers.client import AssignmentClient
+from callqueue.producers.exporter import CallqueueCollector
+from callqueue.producers.ops import health_command
 from tests.integration.private_stack import PrivateStack, private_stack
-from workers.app import ASSIGNMENTS_QUEUE
-from workers.clock import WorkerClock, worker_clocks
-from workers.store import STUDENTS
+from callqueue.workers.app import ASSIGNMENTS_QUEUE
+from callqueue.workers.clock import WorkerClock, worker_clocks
+from callqueue.workers.store import STUDENTS
 
 HOUR = 3600
 

@@ -15,12 +15,12 @@ import pytest
 import redis
 from pymongo.database import Database
 
-from config import Settings
-from producers.client import AssignmentClient
-from producers.results import Assigned, Exhausted
+from callqueue.config import Settings
+from callqueue.producers.client import AssignmentClient
+from callqueue.producers.results import Assigned, Exhausted
 from tests.integration.helpers import seed, session_fingerprint
-from workers.exceptions import InvalidArgument, NotHolder, SessionClosed, StaleToken
-from workers.store import STUDENTS
+from callqueue.workers.exceptions import InvalidArgument, NotHolder, SessionClosed, StaleToken
+from callqueue.workers.store import STUDENTS
 
 PROMOTE_INTERVAL_SECONDS = 1.0
 

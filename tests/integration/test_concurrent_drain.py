@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.assistants import Behaviour, run_in_processes
 from devstack.audit import audit_session
 from devstack.stack import Stack
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import seed
 
 STUDENTS = 2000

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from celery.result import AsyncResult
 
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.contract import TASKS, ContractViolation, check_progress
 from tests.integration.helpers import seed
-from workers.exceptions import InvalidArgument, MissingArgument
+from callqueue.workers.exceptions import InvalidArgument, MissingArgument
 
 
 def test_an_answer_outside_the_contract_fails_the_test_that_received_it(

@@ -24,12 +24,12 @@ import redis
 import requests
 from pymongo import MongoClient
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.servers import CeleryWorker, MongoServer, RedisServer
 from devstack.stack import Stack, StackOptions
-from producers.client import AssignmentClient
-from workers.app import ASSIGNMENTS_QUEUE
-from workers.exceptions import BrokerUnavailable, TaskFailed
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.app import ASSIGNMENTS_QUEUE
+from callqueue.workers.exceptions import BrokerUnavailable, TaskFailed
 
 DATABASE = "callqueue_credentials"
 DEADLINE_SECONDS = 30.0

@@ -27,11 +27,11 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.assistants import AssistantLog, Behaviour, run_assistants
 from devstack.servers import Dashboard
 from devstack.stack import Stack
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

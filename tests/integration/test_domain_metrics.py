@@ -14,10 +14,10 @@ import pytest
 from devstack.processes import ManagedProcess, free_port, wait_until
 from devstack.servers import project_env
 from devstack.stack import Stack
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import seed
-from workers.exceptions import UnknownSession
-from workers.metrics import FLUSH_INTERVAL_SECONDS
+from callqueue.workers.exceptions import UnknownSession
+from callqueue.workers.metrics import FLUSH_INTERVAL_SECONDS
 
 
 @pytest.fixture()

@@ -17,9 +17,9 @@ from pymongo.database import Database
 
 from devstack.replicaset import ReplicaSet
 from tests.integration.test_health import checks_by_component, run_health
-from workers.exceptions import FailoverInProgress
-from workers.store import AssignmentStore, NewStudent, ensure_indexes
-from workers.store.durability import can_fail_over
+from callqueue.workers.exceptions import FailoverInProgress
+from callqueue.workers.store import AssignmentStore, NewStudent, ensure_indexes
+from callqueue.workers.store.durability import can_fail_over
 
 MAJORITY_JOURNALED = {"w": "majority", "j": True}
 # Deadline for setting up and checking outside the fault (a loaded machine can take more than a second).

@@ -28,7 +28,7 @@ from devstack.assistants import AssistantLog, Behaviour, run_in_processes
 from devstack.audit import CompletionAnswer, Handout, audit_session
 from devstack.servers import MongoServer, RedisServer
 from devstack.stack import ServersStack, StackOptions
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import poll, seed
 
 STUDENTS = 5_000

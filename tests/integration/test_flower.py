@@ -26,11 +26,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.servers import Flower
 from devstack.stack import Stack
-from producers.client import AssignmentClient
-from producers.results import Assigned
+from callqueue.producers.client import AssignmentClient
+from callqueue.producers.results import Assigned
 
 ASSIGN_TASK = "callqueue.assign_next_student"
 BURST_SIZE = 12

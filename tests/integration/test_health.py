@@ -13,8 +13,8 @@ from click.testing import CliRunner, Result
 from devstack.processes import free_port
 from devstack.servers import project_env
 from devstack.stack import Stack
-from producers.ops import health_command
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
+from callqueue.producers.ops import health_command
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
 
 DOWN_PASSWORD = "health-test-password"
 

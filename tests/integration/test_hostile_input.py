@@ -24,12 +24,12 @@ from kombu.exceptions import EncodeError
 from pymongo import MongoClient
 
 from devstack.servers import RedisServer
-from producers.client import AssignmentClient
-from producers.results import Assigned
+from callqueue.producers.client import AssignmentClient
+from callqueue.producers.results import Assigned
 from tests.integration.helpers import fingerprint
 from tests.integration.private_stack import PrivateStack, private_stack, publish_raw, queue_length
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
-from workers.exceptions import InvalidArgument, NotHolder, UnknownStudent
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
+from callqueue.workers.exceptions import InvalidArgument, NotHolder, UnknownStudent
 
 # task name -> (parameters in order, statuses of an accepted call)
 TASKS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {

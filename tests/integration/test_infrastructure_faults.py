@@ -12,12 +12,12 @@ from typing import Iterator
 
 import pytest
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.processes import free_port
 from devstack.servers import PROJECT_ROOT, CeleryWorker, RedisServer
-from producers.client import AssignmentClient
-from workers.app import ASSIGNMENTS_QUEUE, create_app
-from workers.exceptions import BrokerUnavailable, TaskFailed
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, create_app
+from callqueue.workers.exceptions import BrokerUnavailable, TaskFailed
 
 
 @pytest.fixture()

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from pymongo.database import Database
 
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import seed
-from workers.store import AssignmentStore, CompletionPlan, NewStudent, utcnow
-from workers.exceptions import RequestAlreadyServed
+from callqueue.workers.store import AssignmentStore, CompletionPlan, NewStudent, utcnow
+from callqueue.workers.exceptions import RequestAlreadyServed
 
 
 def test_a_request_delivered_after_its_expiry_is_discarded_visibly(

@@ -7,10 +7,10 @@ import time
 import pytest
 from pymongo.database import Database
 
-from producers.client import AssignmentClient
-from producers.results import Assigned
+from callqueue.producers.client import AssignmentClient
+from callqueue.producers.results import Assigned
 from tests.integration.helpers import seed
-from workers.exceptions import StaleToken
+from callqueue.workers.exceptions import StaleToken
 
 
 def wait_for_student(client: AssignmentClient, session_id: str, assistant: str, seconds: float) -> Assigned:

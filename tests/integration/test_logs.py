@@ -8,12 +8,12 @@ from typing import Iterator
 
 import pytest
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.servers import CeleryWorker, RedisServer
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import seed
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, create_app
-from workers.exceptions import StaleToken
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE, create_app
+from callqueue.workers.exceptions import StaleToken
 
 
 @pytest.fixture()

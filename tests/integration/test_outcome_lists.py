@@ -10,10 +10,10 @@ import bson
 import pytest
 from pymongo.database import Database
 
-from config import Settings
-from producers.client import AssignmentClient
-from workers.exceptions import InvalidArgument
-from workers.store import SESSIONS, STUDENTS
+from callqueue.config import Settings
+from callqueue.producers.client import AssignmentClient
+from callqueue.workers.exceptions import InvalidArgument
+from callqueue.workers.store import SESSIONS, STUDENTS
 
 
 def session_fingerprint(database: Database, session_id: str) -> str:

@@ -34,9 +34,9 @@ from devstack.assistants import AssistantLog, Behaviour, run_in_processes
 from devstack.audit import audit_session
 from devstack.netns import TestHosts
 from devstack.partition import PartitionStack, claim_times
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import seed
-from workers.store import STUDENTS as STUDENTS_COLLECTION
+from callqueue.workers.store import STUDENTS as STUDENTS_COLLECTION
 
 pytestmark = pytest.mark.slow
 

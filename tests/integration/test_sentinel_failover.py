@@ -40,9 +40,9 @@ from devstack.failover import FailoverRun, FaultWindow
 from devstack.processes import ManagedProcess, free_port, wait_until
 from devstack.sentinel_failover import SentinelStack, presses_resumed_after, run_master_kill
 from devstack.servers import project_env
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import assert_nothing_lost_or_doubled, beat_job_succeeded, poll
-from workers.app import ASSIGNMENTS_QUEUE
+from callqueue.workers.app import ASSIGNMENTS_QUEUE
 
 STUDENTS = 2_000
 CALLERS = 32

@@ -20,11 +20,11 @@ from typing import Callable, Iterator
 import pytest
 from kombu import Connection
 
-from config import Settings
+from callqueue.config import Settings
 from devstack.sentinel import SentinelGroup
 from tests.integration.helpers import hold_unacked_message, take_message
-from workers.app import create_app
-from workers.transport import SENTINEL_TRANSPORT
+from callqueue.workers.app import create_app
+from callqueue.workers.transport import SENTINEL_TRANSPORT
 
 KOMBU_SENTINEL_TRANSPORT = "kombu.transport.redis:SentinelTransport"
 BROKER_DB = 7

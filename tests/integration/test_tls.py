@@ -35,10 +35,10 @@ from devstack.processes import ManagedProcess, free_port, wait_until
 from devstack.servers import MongoServer, RedisServer, project_env
 from devstack.stack import ServersStack, StackOptions
 from devstack.tls import TlsFiles, make_certificates
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import beat_job_succeeded, hold_unacked_message, poll, students, take_message
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
-from workers.transport import TLS_TRANSPORT
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
+from callqueue.workers.transport import TLS_TRANSPORT
 
 TLS_ENV = {
     "MONGO_DB": "callqueue_tls",

@@ -22,10 +22,10 @@ from celery.result import AsyncResult
 from pymongo import MongoClient
 
 from devstack.servers import RedisServer
-from producers.client import AssignmentClient
+from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import fingerprint
 from tests.integration.private_stack import PrivateStack, private_stack, queue_length
-from workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
+from callqueue.workers.app import ASSIGNMENTS_QUEUE, BATCH_QUEUE
 
 TASK = "callqueue.assign_next_student"
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}

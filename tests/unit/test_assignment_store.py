@@ -10,9 +10,9 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from devstack.servers import MongoServer
-from workers.store.documents import CLAIM_ORDER, claim_filter, claim_lanes
-from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent
-from workers.exceptions import (
+from callqueue.workers.store.documents import CLAIM_ORDER, claim_filter, claim_lanes
+from callqueue.workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent
+from callqueue.workers.exceptions import (
     AlreadyCompleted, NotAssigned, NotHolder, RequestAlreadyServed, RequestConflict, SessionClosed,
     StaleToken, UnknownSession, UnknownStudent,
 )

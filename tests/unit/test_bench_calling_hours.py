@@ -20,8 +20,8 @@ from bench.parts.calling_hours import (
     HOURS, HOURS_DOCUMENT, PART, PLAIN, ZONES, HoursResults, _seed, choose_zones, expected_closed,
     require_no_closed_claims, require_waiting,
 )
-from workers.hours import CallingHours, placement
-from workers.store import AssignmentStore
+from callqueue.workers.hours import CallingHours, placement
+from callqueue.workers.store import AssignmentStore
 
 RULES = CallingHours.from_document(HOURS_DOCUMENT)
 MARGIN_SECONDS = 3_600.0

@@ -14,8 +14,8 @@ from bench.harness.claims import ClaimJob, measure, seed_session, seed_style_cla
 from bench.harness.desks import THREADS, BenchError, DeskPool
 from bench.harness.integrity import DRAINED, ENDED, HOLDING, Answer, check
 from bench.parts.drain import SESSION, DrainConfig, _tenth
-from workers.hours import CallingHours
-from workers.store import AssignmentStore, CompletionPlan
+from callqueue.workers.hours import CallingHours
+from callqueue.workers.store import AssignmentStore, CompletionPlan
 
 
 def claim(store: AssignmentStore, session: str, assistant: str) -> Answer:

@@ -6,7 +6,7 @@ import pytest
 from pymongo.database import Database
 
 import bench.tasks
-from workers.store import AssignmentStore, NewStudent
+from callqueue.workers.store import AssignmentStore, NewStudent
 
 
 def test_the_claim_only_probe_claims_each_student_once_in_claim_order(

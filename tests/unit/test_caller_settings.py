@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from config import load_caller_settings
-from workers.exceptions import ConfigurationError
+from callqueue.config import load_caller_settings
+from callqueue.workers.exceptions import ConfigurationError
 
 
 def test_a_caller_without_broker_urls_is_told_what_to_set() -> None:

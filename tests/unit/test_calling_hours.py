@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from tests.contract import common_validator
-from workers.exceptions import InvalidArgument, Rejected, TooLarge
-from workers.hours import FOREVER, CallingHours, next_allowed, placement, zone_key
-from workers.validation import number_zones, require_calling_hours, require_phone, require_phones
+from callqueue.workers.exceptions import InvalidArgument, Rejected, TooLarge
+from callqueue.workers.hours import FOREVER, CallingHours, next_allowed, placement, zone_key
+from callqueue.workers.validation import number_zones, require_calling_hours, require_phone, require_phones
 
 UTC = timezone.utc
 WEEKDAYS_9_TO_8 = {"days": {day: ["09:00-20:00"] for day in ("mon", "tue", "wed", "thu", "fri")},

@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 import pytest
 from pymongo.database import Database
 
-from workers.exceptions import AlreadyCompleted, StaleToken
-from workers.models import Assignment, BatchItem, CallSession, Callback, RetryRule
-from workers.store import (
+from callqueue.workers.exceptions import AlreadyCompleted, StaleToken
+from callqueue.workers.models import Assignment, BatchItem, CallSession, Callback, RetryRule
+from callqueue.workers.store import (
     CLAIM_INDEX, STUDENTS, AssignmentStore, CompletionPlan, NewStudent, ensure_indexes, plan_for, utcnow,
 )
-from workers.hours import placement
-from workers.store.windows import Group, due_filter, placement_update
-from workers.store.documents import CLAIM_ORDER, WAKE_INDEX, claim_filter, claim_lanes
+from callqueue.workers.hours import placement
+from callqueue.workers.store.windows import Group, due_filter, placement_update
+from callqueue.workers.store.documents import CLAIM_ORDER, WAKE_INDEX, claim_filter, claim_lanes
 
 TAGS = ("es", "fr", "de", "pt", "it")
 RETRY_NO_ANSWER = (RetryRule("no_answer", delay_seconds=60, max_attempts=3),)

@@ -11,20 +11,20 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 from jsonschema import Draft202012Validator
 
-from config import Settings
+from callqueue.config import Settings
 from tests.contract import (
     CONTRACT_DIR, TASKS, ContractViolation, arguments_validator, check_progress, check_result, common_validator,
     schema, schema_files,
 )
-from workers import tasks  # noqa: F401 - registers the tasks on the app
-from workers.app import app
-from workers.exceptions import REJECTIONS, InvalidArgument, Rejected, SessionClosed
-from workers.figures import AssistantFigures, Hold, start_of_day
-from workers.models import (
+from callqueue.workers import tasks  # noqa: F401 - registers the tasks on the app
+from callqueue.workers.app import app
+from callqueue.workers.exceptions import REJECTIONS, InvalidArgument, Rejected, SessionClosed
+from callqueue.workers.figures import AssistantFigures, Hold, start_of_day
+from callqueue.workers.models import (
     Assignment, CallSession, Completion, Exhausted, ImportSummary, RetryRule, SessionStats, StudentState,
 )
-from workers.store.suppressions import SuppressionSummary
-from workers.validation import (
+from callqueue.workers.store.suppressions import SuppressionSummary
+from callqueue.workers.validation import (
     require_calling_hours, require_document, require_id, require_moment, require_text, require_token,
 )
 

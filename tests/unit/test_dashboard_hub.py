@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any, Hashable
 
-from producers.dashboard.live import Hub, ListKey, SessionKey
+from callqueue.producers.dashboard.live import Hub, ListKey, SessionKey
 
 
 class CountingReader:

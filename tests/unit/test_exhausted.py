@@ -7,10 +7,10 @@ from typing import Any
 
 from pymongo.database import Database
 
-from workers.models import Assignment, Callback, Exhausted, RetryRule
-from workers.store import STUDENTS, AssignmentStore, NewStudent, plan_for, utcnow
-from workers.store.documents import CLAIM_INDEX
-from workers.store.waiting import waiting_pipeline
+from callqueue.workers.models import Assignment, Callback, Exhausted, RetryRule
+from callqueue.workers.store import STUDENTS, AssignmentStore, NewStudent, plan_for, utcnow
+from callqueue.workers.store.documents import CLAIM_INDEX
+from callqueue.workers.store.waiting import waiting_pipeline
 
 RETRY_NO_ANSWER = (RetryRule("no_answer", delay_seconds=60, max_attempts=3),)
 GRACE_SECONDS = 600

@@ -15,11 +15,11 @@ from pymongo.database import Database
 
 from tests.hours_helpers import daytime_zones, shifted, window
 from tests.integration.helpers import fingerprint
-from workers.exceptions import InvalidArgument
-from workers.models import Assignment, Callback, RetryRule
-from workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, NewStudent, plan_for
-from workers.store.documents import CLAIM_ORDER, SCHEDULED_LANE, claim_filter, claim_lanes
-from workers.validation import require_calling_hours
+from callqueue.workers.exceptions import InvalidArgument
+from callqueue.workers.models import Assignment, Callback, RetryRule
+from callqueue.workers.store import CLAIM_INDEX, STUDENTS, AssignmentStore, NewStudent, plan_for
+from callqueue.workers.store.documents import CLAIM_ORDER, SCHEDULED_LANE, claim_filter, claim_lanes
+from callqueue.workers.validation import require_calling_hours
 
 LEAD = 2.0
 

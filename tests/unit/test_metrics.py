@@ -9,8 +9,8 @@ import fakeredis
 import pytest
 from redis.sentinel import SentinelConnectionPool
 
-from workers.exceptions import ConfigurationError
-from workers.metrics import CounterBuffer, counter_buffer, read_counters, redis_client
+from callqueue.workers.exceptions import ConfigurationError
+from callqueue.workers.metrics import CounterBuffer, counter_buffer, read_counters, redis_client
 
 
 def test_events_and_rejection_codes_are_counted_separately() -> None:

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from workers.exceptions import SessionClosed
-from workers.models import CallSession
-from workers.session_cache import OpenSessionCache
+from callqueue.workers.exceptions import SessionClosed
+from callqueue.workers.models import CallSession
+from callqueue.workers.session_cache import OpenSessionCache
 
 
 class CountingStore:

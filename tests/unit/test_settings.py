@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from config import Settings
-from workers.app import celery_config, create_app
-from workers.exceptions import ConfigurationError
-from workers.transport import SENTINEL_TRANSPORT, TRANSPORT
+from callqueue.config import Settings
+from callqueue.workers.app import celery_config, create_app
+from callqueue.workers.exceptions import ConfigurationError
+from callqueue.workers.transport import SENTINEL_TRANSPORT, TRANSPORT
 
 
 def test_defaults_work_without_any_environment() -> None:

@@ -20,12 +20,12 @@ from pymongo import ASCENDING, MongoClient, monitoring
 from pymongo.database import Database
 
 from devstack.servers import MongoServer
-from workers.exceptions import NotHolder, RequestConflict
-from workers.hours import WEEKDAYS
-from workers.models import Callback, RetryRule
-from workers.store import STUDENTS, AssignmentStore, NewStudent, ensure_indexes, plan_for, utcnow
-from workers.store.documents import REQUEST_INDEX, RETIRED_REQUEST_INDEX, SESSIONS
-from workers.validation import require_calling_hours
+from callqueue.workers.exceptions import NotHolder, RequestConflict
+from callqueue.workers.hours import WEEKDAYS
+from callqueue.workers.models import Callback, RetryRule
+from callqueue.workers.store import STUDENTS, AssignmentStore, NewStudent, ensure_indexes, plan_for, utcnow
+from callqueue.workers.store.documents import REQUEST_INDEX, RETIRED_REQUEST_INDEX, SESSIONS
+from callqueue.workers.validation import require_calling_hours
 
 SHARD_KEY = "call_session_id"
 ALWAYS_OPEN = require_calling_hours({"days": {day: ["00:00-24:00"] for day in WEEKDAYS}, "default_zone": "UTC",

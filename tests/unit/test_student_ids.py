@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from workers.exceptions import StaleToken, UnknownStudent
-from workers.models import BatchItem
-from workers.store import AssignmentStore, CompletionPlan, NewStudent
-from workers.student_ids import id_forms, import_id_of
+from callqueue.workers.exceptions import StaleToken, UnknownStudent
+from callqueue.workers.models import BatchItem
+from callqueue.workers.store import AssignmentStore, CompletionPlan, NewStudent
+from callqueue.workers.student_ids import id_forms, import_id_of
 
 
 def claim(store: AssignmentStore, session_id: str, assistant: str, request: str):  # type: ignore[no-untyped-def]

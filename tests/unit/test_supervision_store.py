@@ -9,10 +9,10 @@ import pytest
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from workers.figures import start_of_day
-from workers.models import Callback, RetryRule
-from workers.store import STUDENTS, AssignmentStore, NewStudent, plan_for, utcnow
-from workers.store.documents import SUPERVISION_INDEXES
+from callqueue.workers.figures import start_of_day
+from callqueue.workers.models import Callback, RetryRule
+from callqueue.workers.store import STUDENTS, AssignmentStore, NewStudent, plan_for, utcnow
+from callqueue.workers.store.documents import SUPERVISION_INDEXES
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 

@@ -14,7 +14,7 @@ import pytest
 from celery.canvas import Signature
 from celery.exceptions import Reject, Retry
 
-from workers.tasks import assign_next_student
+from callqueue.workers.tasks import assign_next_student
 
 KWARGS = {"call_session_id": "s", "assistant_id": "a", "request_id": "r"}
 

@@ -6,10 +6,10 @@ import ssl
 
 import pytest
 
-from config import Settings
-from workers.app import celery_config, create_app
-from workers.exceptions import ConfigurationError
-from workers.transport import TLS_TRANSPORT, RedisTransport
+from callqueue.config import Settings
+from callqueue.workers.app import celery_config, create_app
+from callqueue.workers.exceptions import ConfigurationError
+from callqueue.workers.transport import TLS_TRANSPORT, RedisTransport
 
 CA = "/etc/callqueue/tls/ca.pem"
 BROKER = f"rediss://:pw@redis.internal:6380/0?ssl_cert_reqs=required&ssl_ca_certs={CA}"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.exceptions import InvalidArgument, TooLarge
-from workers.models import Callback, RetryRule
-from workers.validation import (
+from callqueue.workers.exceptions import InvalidArgument, TooLarge
+from callqueue.workers.models import Callback, RetryRule
+from callqueue.workers.validation import (
     optional_callback, require_document, require_id, require_list, require_retry_rules, require_token,
 )
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 
-from producers.results import Exhausted
-from producers.waiting import HELD_RECHECK_SECONDS, MIN_PAUSE_SECONDS, next_pause
+from callqueue.producers.results import Exhausted
+from callqueue.producers.waiting import HELD_RECHECK_SECONDS, MIN_PAUSE_SECONDS, next_pause
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
 

@@ -35,17 +35,17 @@ parameters exist for tests. Every public method returns frozen dataclasses from 
 
 from __future__ import annotations
 
-from workers.store.batch import BatchStage
-from workers.store.campaigns import CampaignStage
-from workers.store.claim import ClaimStage
-from workers.store.documents import (
+from callqueue.workers.store.batch import BatchStage
+from callqueue.workers.store.campaigns import CampaignStage
+from callqueue.workers.store.claim import ClaimStage
+from callqueue.workers.store.documents import (
     ASSIGNMENT_FIELDS, CLAIM_INDEX, SESSIONS, STUDENTS, SUPPRESSIONS, NewStudent, ensure_indexes, utcnow,
 )
-from workers.store.leases import LeaseStage
-from workers.store.outcomes import CompletionPlan, plan_for
-from workers.store.sessions import SessionStage
-from workers.store.supervision import SupervisionStage
-from workers.store.waiting import WaitingStage
+from callqueue.workers.store.leases import LeaseStage
+from callqueue.workers.store.outcomes import CompletionPlan, plan_for
+from callqueue.workers.store.sessions import SessionStage
+from callqueue.workers.store.supervision import SupervisionStage
+from callqueue.workers.store.waiting import WaitingStage
 
 __all__ = [
     "ASSIGNMENT_FIELDS", "CLAIM_INDEX", "SESSIONS", "STUDENTS", "SUPPRESSIONS", "AssignmentStore", "CompletionPlan",

@@ -14,13 +14,13 @@ import pymongo
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from workers.exceptions import SessionClosed, UnknownSession, UnknownStudent
-from workers.models import PENDING, CallSession, StudentState
-from workers.store.documents import (
+from callqueue.workers.exceptions import SessionClosed, UnknownSession, UnknownStudent
+from callqueue.workers.models import PENDING, CallSession, StudentState
+from callqueue.workers.store.documents import (
     SESSIONS, STATE_FIELDS, STUDENTS, SUPPRESSIONS, clock, closing_update, held_filter, is_repeat, why_not_held,
 )
-from workers.store.durability import Collections, translating_driver_errors
-from workers.student_ids import forms_tried, id_forms
+from callqueue.workers.store.durability import Collections, translating_driver_errors
+from callqueue.workers.student_ids import forms_tried, id_forms
 
 
 class StoreStage:

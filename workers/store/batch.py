@@ -9,17 +9,17 @@ from typing import Any, Mapping
 
 from pymongo import UpdateOne
 
-from workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession
-from workers.models import PENDING, BatchItem, CallSession, StudentState
-from workers.store.base import unknown_student
-from workers.store.documents import Progress, chunks, clock, held_filter, why_not_held
-from workers.store.outcomes import (
+from callqueue.workers.exceptions import AlreadyCompleted, NotHolder, Rejected, UnknownSession
+from callqueue.workers.models import PENDING, BatchItem, CallSession, StudentState
+from callqueue.workers.store.base import unknown_student
+from callqueue.workers.store.documents import Progress, chunks, clock, held_filter, why_not_held
+from callqueue.workers.store.outcomes import (
     CompletionPlan, already_recorded, completion_update, not_recorded_since_last_claim, plan_for,
 )
-from workers.store.durability import translating_driver_errors
-from workers.store.windows import WindowStage
-from workers.student_ids import id_forms, import_id_of
-from workers.validation import require_allowed_outcome
+from callqueue.workers.store.durability import translating_driver_errors
+from callqueue.workers.store.windows import WindowStage
+from callqueue.workers.student_ids import id_forms, import_id_of
+from callqueue.workers.validation import require_allowed_outcome
 
 
 class BatchStage(WindowStage):

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.exceptions import InvalidArgument
-from workers.hours import CallingHours
-from workers.models import CallSession, RetryRule
-from workers.store.durability import translating_driver_errors
-from workers.store.windows import WindowStage
+from callqueue.workers.exceptions import InvalidArgument
+from callqueue.workers.hours import CallingHours
+from callqueue.workers.models import CallSession, RetryRule
+from callqueue.workers.store.durability import translating_driver_errors
+from callqueue.workers.store.windows import WindowStage
 
 
 class CampaignStage(WindowStage):

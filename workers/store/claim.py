@@ -44,15 +44,15 @@ from typing import Any, Mapping
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from workers.exceptions import RequestAlreadyServed, RequestConflict
-from workers.models import PENDING, Assignment, CallSession, Completion, StudentState
-from workers.store.windows import WindowStage
-from workers.store.documents import (
+from callqueue.workers.exceptions import RequestAlreadyServed, RequestConflict
+from callqueue.workers.models import PENDING, Assignment, CallSession, Completion, StudentState
+from callqueue.workers.store.windows import WindowStage
+from callqueue.workers.store.documents import (
     ASSIGNMENT_FIELDS, CLAIM_INDEX, CLAIM_ORDER, claim_filter, claim_lanes, claim_update, clock,
     ending_hold_update,
 )
-from workers.store.outcomes import CompletionPlan, completion_update
-from workers.store.durability import translating_driver_errors
+from callqueue.workers.store.outcomes import CompletionPlan, completion_update
+from callqueue.workers.store.durability import translating_driver_errors
 
 CLAIM_ATTEMPTS = 3
 

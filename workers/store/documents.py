@@ -16,11 +16,11 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from workers.exceptions import AlreadyCompleted, NotAssigned, NotHolder, Rejected, StaleToken
-from workers.hours import FOREVER
-from workers.models import DO_NOT_CALL, PENDING, StudentState
-from workers.student_ids import handed_out_id
-from workers.store.durability import WRITE_CONCERN, translating_driver_errors
+from callqueue.workers.exceptions import AlreadyCompleted, NotAssigned, NotHolder, Rejected, StaleToken
+from callqueue.workers.hours import FOREVER
+from callqueue.workers.models import DO_NOT_CALL, PENDING, StudentState
+from callqueue.workers.student_ids import handed_out_id
+from callqueue.workers.store.durability import WRITE_CONCERN, translating_driver_errors
 
 SESSIONS = "call_sessions"
 STUDENTS = "call_session_students"

@@ -44,7 +44,7 @@ from pymongo.server_type import SERVER_TYPE
 from pymongo.topology_description import TOPOLOGY_TYPE
 from pymongo.write_concern import WriteConcern
 
-from workers.exceptions import FailoverInProgress, StoreUnavailable
+from callqueue.workers.exceptions import FailoverInProgress, StoreUnavailable
 
 WRITE_CONCERN = WriteConcern("majority", j=True)
 READ_CONCERN = ReadConcern("majority")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from workers.models import PENDING, CallSession, StudentState
-from workers.store.documents import clock, ending_hold_update, later
-from workers.store.windows import WindowStage
-from workers.store.durability import translating_driver_errors
+from callqueue.workers.models import PENDING, CallSession, StudentState
+from callqueue.workers.store.documents import clock, ending_hold_update, later
+from callqueue.workers.store.windows import WindowStage
+from callqueue.workers.store.durability import translating_driver_errors
 
 
 class LeaseStage(WindowStage):

@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from workers.hours import CallingHours
-from workers.models import PENDING, CallSession, Callback, RetryRule
-from workers.store.documents import IS_SUPPRESSED, POOL_RANK, SCHEDULED_LANE, later
+from callqueue.workers.hours import CallingHours
+from callqueue.workers.models import PENDING, CallSession, Callback, RetryRule
+from callqueue.workers.store.documents import IS_SUPPRESSED, POOL_RANK, SCHEDULED_LANE, later
 
 FINAL, RETRY, CALLBACK = "final", "retry", "callback"
 NEXT = "_next"  # a field that lives only inside one update pipeline

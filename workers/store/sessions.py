@@ -9,14 +9,14 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError
 
-from workers.models import DO_NOT_CALL, PENDING, CallSession, ImportSummary, SessionStats
-from workers.store.documents import (
+from callqueue.workers.models import DO_NOT_CALL, PENDING, CallSession, ImportSummary, SessionStats
+from callqueue.workers.store.documents import (
     IMPORT, SCHEDULED_LANE, SESSION_CHUNK, WINDOW, NewStudent, Progress, chunks, clock, closing_update,
     history_entry, student_document, student_id_of,
 )
-from workers.store.durability import translating_driver_errors
-from workers.store.outcomes import CALLBACK, RETRY
-from workers.store.suppressions import SuppressionStage, matching_students
+from callqueue.workers.store.durability import translating_driver_errors
+from callqueue.workers.store.outcomes import CALLBACK, RETRY
+from callqueue.workers.store.suppressions import SuppressionStage, matching_students
 
 # A new student waits this long (by the server's clock) for its import to place it; if the import
 # stops before, the promotion places it then.

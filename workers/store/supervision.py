@@ -32,18 +32,18 @@ from typing import Any, Iterable, Mapping
 
 from pymongo import ASCENDING, DESCENDING
 
-from workers.figures import (
+from callqueue.workers.figures import (
     Activity, AssistantFigures, DayActivity, DueCallback, Hold, SessionCounts, SessionEvent, SessionSummary,
     display_name,
 )
-from workers.models import PENDING, CallSession
-from workers.store.base import StoreStage
-from workers.store.documents import (
+from callqueue.workers.models import PENDING, CallSession
+from callqueue.workers.store.base import StoreStage
+from callqueue.workers.store.documents import (
     CLAIM_INDEX, EVENTS_INDEX, ONE_PER_ASSISTANT_INDEX, PENDING_AGE_INDEX, PERSONAL_LANE, SCHEDULED_LANE,
     SESSION_AGE_INDEX, WAITING_INDEX, utcnow,
 )
-from workers.store.durability import READ_CONCERN, translating_driver_errors
-from workers.store.outcomes import CALLBACK, RETRY
+from callqueue.workers.store.durability import READ_CONCERN, translating_driver_errors
+from callqueue.workers.store.outcomes import CALLBACK, RETRY
 
 COMPLETED = "completed"
 CLAIMED = "claimed"

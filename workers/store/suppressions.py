@@ -34,10 +34,10 @@ from typing import Any, Iterable
 
 from pymongo import UpdateOne
 
-from workers.models import DO_NOT_CALL, PENDING
-from workers.store.documents import closing_update
-from workers.store.durability import translating_driver_errors
-from workers.store.windows import WindowStage
+from callqueue.workers.models import DO_NOT_CALL, PENDING
+from callqueue.workers.store.documents import closing_update
+from callqueue.workers.store.durability import translating_driver_errors
+from callqueue.workers.store.windows import WindowStage
 
 ALL_SESSIONS = "*"
 NUMBER, STUDENT = "number", "student"

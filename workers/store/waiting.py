@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.models import PENDING, CallSession, Exhausted
-from workers.store.base import StoreStage
-from workers.store.documents import CLAIM_INDEX, SCHEDULED_LANE
-from workers.store.durability import translating_driver_errors
-from workers.store.supervision import PERSONAL_LANES
+from callqueue.workers.models import PENDING, CallSession, Exhausted
+from callqueue.workers.store.base import StoreStage
+from callqueue.workers.store.documents import CLAIM_INDEX, SCHEDULED_LANE
+from callqueue.workers.store.durability import translating_driver_errors
+from callqueue.workers.store.supervision import PERSONAL_LANES
 
 SCHEDULED, HELD, NONE_LEFT = "scheduled", "held", "none_left"
 

@@ -43,16 +43,16 @@ from typing import Any, Iterable
 
 from pymongo import UpdateMany
 
-from workers.exceptions import InvalidArgument
-from workers.hours import FOREVER, Placement, next_allowed, placement
-from workers.models import PENDING, CallSession
-from workers.store.base import StoreStage
-from workers.store.documents import (
+from callqueue.workers.exceptions import InvalidArgument
+from callqueue.workers.hours import FOREVER, Placement, next_allowed, placement
+from callqueue.workers.models import PENDING, CallSession
+from callqueue.workers.store.base import StoreStage
+from callqueue.workers.store.documents import (
     IMPORT, PERSONAL_LANE, PERSONAL_RANK, POOL_RANK, SCHEDULED_LANE, WINDOW, pool_lane, to_millis,
 )
-from workers.store.durability import translating_driver_errors
-from workers.store.outcomes import CompletionPlan
-from workers.student_ids import id_forms
+from callqueue.workers.store.durability import translating_driver_errors
+from callqueue.workers.store.outcomes import CompletionPlan
+from callqueue.workers.student_ids import id_forms
 
 OPEN, CLOSES = "_open", "_closes"  # fields that live only inside one update pipeline
 UNHELD = {"filter_status": PENDING, "assigned_to": None}

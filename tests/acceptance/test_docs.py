@@ -128,7 +128,14 @@ def test_the_readme_is_a_front_door_that_links_every_document() -> None:
 
 
 def _resolves(dotted: str) -> bool:
-    """``a.b.c``: a module, or an attribute (chain) of the longest importable prefix."""
+    """``a.b.c``: a module, or an attribute (chain) of the longest importable prefix.
+
+    The application's folders are imported by their one package name (``workers.x`` as
+    ``callqueue.workers.x``), never as top-level modules of their own: a second copy would register
+    its transport aliases and tasks over the first.
+    """
+    if dotted.split(".", 1)[0] in ("workers", "producers", "config"):
+        dotted = f"callqueue.{dotted}"
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
         try:

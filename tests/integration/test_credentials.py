@@ -134,7 +134,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 def worked(secured: Secured) -> dict[str, Any]:
     """The whole contract once through the authenticated servers: import, assign, complete, release, stats."""
     session = f"secured-{uuid.uuid4().hex[:12]}"
-    with AssignmentClient(secured.settings, timeout_seconds=20, retries=0) as client:
+    # The answers stay in the result backend (forget_answers=False) for test_no_password_in_task_results.
+    with AssignmentClient(secured.settings, timeout_seconds=20, retries=0, forget_answers=False) as client:
         imported = client.import_students(session, [{"student_id": f"s{n}", "name": f"Student {n}"}
                                                     for n in range(3)])
         first = client.assign_next(session, "alice")

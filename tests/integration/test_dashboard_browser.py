@@ -58,6 +58,17 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
         time.sleep(0.2)
 
 
+OPEN_BROWSERS: list[WebDriver] = []
+
+
+def page_text() -> str:
+    """What the open browser shows (its address and text), for a failure's message."""
+    if not OPEN_BROWSERS:
+        return "(no browser)"
+    browser = OPEN_BROWSERS[0]
+    return f"{browser.current_url}\n{browser.execute_script('return document.body.innerText')[:1500]}"
+
+
 class Site:
     """The running dashboard and its two logins."""
 
@@ -95,7 +106,7 @@ def site(stack: Stack, server_env: dict[str, str], settings: Settings,
                                             {"student_id": "plain", "name": "Plain Student", "priority": 1}]
                                + [{"student_id": f"s{n:03d}", "name": f"Student {n}"} for n in range(240)],
                                session_name="Evening calls")
-        for assistant in ("alice", "mallory", "bob"):
+        for assistant in ("alice", "mallory", "bob", "dave"):  # dave is logged off by the admin's test
             assert client.assign_next(session_id, assistant) is not None
     passwords = {"boss": secrets.token_urlsafe(12), "eve": secrets.token_urlsafe(12)}
     env = {**server_env, "CALLQUEUE_DASHBOARD_ADMIN_AUTH": f"boss:{passwords['boss']}",
@@ -116,9 +127,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    OPEN_BROWSERS.append(driver)
     try:
         yield driver
     finally:
+        OPEN_BROWSERS.remove(driver)
         driver.quit()
 
 
@@ -179,9 +192,13 @@ def test_the_sessions_page_changes_live_while_20_assistants_work(site: Site, bro
                     "20 active assistants")) >= 20
 
 
-def test_the_session_page_shows_who_holds_whom_and_the_chart(site: Site, browser: WebDriver,
+def test_the_session_page_shows_who_holds_whom_and_the_chart(site: Site, browser: WebDriver, settings: Settings,
                                                              artifacts_dir: Path) -> None:
-    browser.get(site.url(f"/session?id={site.session_id}"))
+    with AssignmentClient(settings, timeout_seconds=15) as client:  # a completion for the chart, whatever ran before
+        client.import_students(site.session_id, [{"student_id": "for-erin", "name": "Erin's", "priority": 9}])
+        held = client.assign_next(site.session_id, "erin")
+        client.complete(site.session_id, held.student_id, "erin", "reached", held.assignment_token)
+    log_in(browser, site, "boss", f"/session?id={site.session_id}")
     poll(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="bob"] .student-name').text,
          lambda name: name == "Plain Student", "bob holding Plain Student")
     bars = poll(lambda: [float(bar.get_attribute("height"))
@@ -195,7 +212,7 @@ def test_the_session_page_shows_who_holds_whom_and_the_chart(site: Site, browser
 
 
 def test_hostile_student_names_are_shown_as_text_and_never_run(site: Site, browser: WebDriver) -> None:
-    browser.get(site.url(f"/session?id={site.session_id}"))
+    log_in(browser, site, "boss", f"/session?id={site.session_id}")
     poll(lambda: browser.find_element(By.ID, "live-state").text, lambda text: text == "live", "a live update")
     held = poll(lambda: {row.get_attribute("data-assistant"): row.find_element(By.CSS_SELECTOR,
                                                                             ".holding .student-name").text
@@ -209,15 +226,15 @@ def test_hostile_student_names_are_shown_as_text_and_never_run(site: Site, brows
 
 def test_an_admin_logs_an_assistant_off_and_the_page_shows_it(site: Site, browser: WebDriver,
                                                               settings: Settings) -> None:
-    browser.get(site.url(f"/session?id={site.session_id}"))
-    poll(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="bob"] button.release-assistant').click(),
+    log_in(browser, site, "boss", f"/session?id={site.session_id}")
+    poll(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="dave"] button.release-assistant').click(),
          lambda _: True, "the log-off button clicked")
     flash = poll(lambda: browser.find_elements(By.ID, "flash"), bool, "the action's message")[0].text
-    assert flash == "released 1 student(s) held by bob"
-    poll(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="bob"] td.holding').text,
-         lambda text: text == "–", "bob holding nobody")
+    assert flash == "released 1 student(s) held by dave"
+    poll(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-assistant="dave"] td.holding').text,
+         lambda text: text == "–", "dave holding nobody")
     with AssignmentClient(settings, timeout_seconds=15) as client:
-        assert "bob" not in client.stats(site.session_id).holders
+        assert "dave" not in client.stats(site.session_id).holders
 
 
 def test_a_read_only_user_sees_everything_and_is_refused_every_action(site: Site, browser: WebDriver,
@@ -249,6 +266,14 @@ def test_actions_need_the_forms_csrf_token_and_are_logged_with_who_asked(site: S
                                                                      "assistant_id": "alice"},
                        allow_redirects=False, timeout=10)
     assert forged.status_code == 403 and "CSRF" in forged.text
+    token = csrf_of(http.get(site.url(f"/session?id={site.session_id}"), timeout=10).text)
+    done = http.post(site.url("/actions/release-assistant"), timeout=10,
+                     data={"csrf": token, "session_id": site.session_id, "assistant_id": "nobody-at-all"})
+    assert done.status_code == 200
+    viewer = site.logged_in("eve")
+    token = csrf_of(viewer.get(site.url(f"/session?id={site.session_id}"), timeout=10).text)
+    assert viewer.post(site.url("/actions/close"), data={"csrf": token, "session_id": site.session_id},
+                       allow_redirects=False, timeout=10).status_code == 403
     log = poll(lambda: site.server.process.log_path.read_text(errors="replace"),
                lambda text: "dashboard_refused" in text and "dashboard_action" in text, "the action log")
     assert re.search(r'event="dashboard_action" user="boss" role="admin" action="release_assistant"', log)

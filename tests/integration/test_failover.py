@@ -30,7 +30,7 @@ from devstack.failover import (
 from tests.conftest import TEST_ELECTION_TIMEOUT_MS
 from tests.integration.helpers import assert_nothing_lost_or_doubled
 
-STUDENTS = 2_000
+STUDENTS = 1_200
 CALLERS = 32
 CLIENT_TIMEOUT_SECONDS = 8.0
 

@@ -49,8 +49,9 @@ def anchors(path: Path) -> set[str]:
 
 
 def is_ours(path: str) -> bool:
-    """A path in this repository (not an absolute path, URL, MIME type or a server's own folder)."""
-    return (not path.startswith(("/", "~", "http", "application/", "<dbpath>"))
+    """A path in this repository (not an absolute path, one leading out of it, a URL, a MIME type or a server's
+    own folder)."""
+    return (not path.startswith(("/", "../", "~", "http", "application/", "<dbpath>"))
             and not re.match(r"^(?:Etc|[A-Z][a-z]+)/[A-Z]", path)  # an IANA time zone (America/Chicago)
             and ":" not in path and "@" not in path and " " not in path)
 

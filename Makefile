@@ -71,11 +71,12 @@ system: system-demo system-test
 
 bootstrap: venv system
 
-# Two pytest-xdist workers, each taking whole modules (tests/conftest.py); TEST_WORKERS=0 runs in one process.
+# Two pytest-xdist workers, each taking whole modules, the longest first (tests/conftest.py); TEST_WORKERS=0
+# runs in one process.
 TEST_WORKERS ?= 2
 
 test: venv system-demo system-test $(NODE_STAMP)
-	PYTHONPATH=$(CURDIR) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The loop between two edits (under 2 minutes): no fault suites, no browser, no Node.js, no apt-get.
 # `make check CHECK=tests/unit/test_validation.py` runs one module (or any pytest selection) instead.

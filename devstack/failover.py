@@ -267,10 +267,9 @@ def forced_rollback(unreplicated_seconds: float = 3.0) -> Scenario:
         window = FaultWindow("rollback", timeline.note("SIGSTOP both secondaries"))
         for member in secondaries:
             replica_set.freeze(member)
-        frozen_at = replica_set.updates(old)
+        frozen_at = replica_set.oplog_position(old)
         time.sleep(unreplicated_seconds)
-        # A claim in flight at the freeze may already be on the secondaries; one applied after it cannot be.
-        replica_set.wait_for_updates(old, 1, timeout_seconds=20, since=frozen_at)
+        replica_set.wait_for_writes_only_it_has(old, frozen_at)
         replica_set.freeze(old)
         timeline.note(f"SIGSTOP primary on port {old.port} with writes no majority has")
         for member in secondaries:

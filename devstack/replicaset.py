@@ -10,11 +10,14 @@ forced), SIGKILL and restart on the same data, SIGSTOP and SIGCONT.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
@@ -22,6 +25,10 @@ from devstack.processes import StartupError, wait_until
 from devstack.servers import STARTUP_TIMEOUT_SECONDS, MongoServer
 
 DEFAULT_ELECTION_TIMEOUT_MS = 10_000
+# Oplog entries that insert, update or delete documents of an application's database.
+APPLICATION_WRITES = {"op": {"$in": ["i", "u", "d"]}, "ns": {"$not": re.compile(r"^(admin|config|local)\.")}}
+# Longer than the primary takes to fill the batch it answers a waiting getMore with.
+ANSWERED_BATCH_SECONDS = 1.0
 # Secondaries fetch the oplog with one getMore at a time instead of a stream the primary pushes:
 # a frozen secondary then receives nothing (a streamed batch would wait in its socket buffer and be
 # applied on thaw). The forced-rollback scenario needs writes that truly never left the primary.
@@ -193,12 +200,39 @@ class ReplicaSet:
         with _direct(member, timeout_ms=2000) as client:
             return int(client.admin.command("serverStatus")["metrics"]["document"]["updated"])
 
-    def wait_for_updates(self, member: MongoServer, count: int, timeout_seconds: float = 60.0,
-                         since: int | None = None) -> None:
-        """Block until ``member`` has updated ``count`` more documents than ``since`` (default: now)."""
-        start = self.updates(member) if since is None else since
+    def wait_for_updates(self, member: MongoServer, count: int, timeout_seconds: float = 60.0) -> None:
+        """Block until ``member`` has updated ``count`` more documents than now."""
+        start = self.updates(member)
         wait_until(lambda: self.updates(member) - start >= count, timeout_seconds,
                    f"{count} updates on port {member.port}")
+
+    def oplog_position(self, member: MongoServer) -> Timestamp:
+        """The time of the newest entry in the member's oplog."""
+        with _direct(member, timeout_ms=2000) as client:
+            newest = client.local["oplog.rs"].find_one(sort=[("$natural", -1)], projection={"ts": 1})
+        if newest is None:
+            raise StartupError(f"the oplog on port {member.port} is empty")
+        return newest["ts"]
+
+    def wait_for_writes_only_it_has(self, member: MongoServer, frozen_at: Timestamp,
+                                    timeout_seconds: float = 30.0) -> None:
+        """Block until ``member`` has written application data that members frozen at ``frozen_at`` cannot have.
+
+        A frozen secondary may still receive one batch: the answer to the getMore
+        it had waiting on the primary, which the first writes after the freeze
+        complete, and which waits in its socket buffer to be applied on thaw. A
+        write made ``ANSWERED_BATCH_SECONDS`` after the first of them is in no
+        batch a frozen member can get.
+        """
+        def written() -> bool:
+            with _direct(member, timeout_ms=2000) as client:
+                oplog = client.local["oplog.rs"]
+                first = oplog.find_one({**APPLICATION_WRITES, "ts": {"$gt": frozen_at}}, sort=[("$natural", 1)])
+                return first is not None and oplog.find_one(
+                    {**APPLICATION_WRITES, "ts": {"$gt": first["ts"]},
+                     "wall": {"$gt": first["wall"] + timedelta(seconds=ANSWERED_BATCH_SECONDS)}}) is not None
+
+        wait_until(written, timeout_seconds, f"writes no frozen member can have on port {member.port}")
 
     def term(self) -> int:
         """The set's election term as the first answering member reports it: it grows by one per election."""

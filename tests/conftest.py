@@ -132,7 +132,8 @@ def artifacts_dir() -> Path:
 
 
 # Modules that take the longest, longest first: ``make test`` runs two pytest-xdist workers, each taking
-# whole modules (their servers start once per worker), and the long modules must not be left for last.
+# whole modules (``--dist loadfile``, so a module's servers start once), in this order
+# (``--no-loadscope-reorder``), so the long modules are not left for last.
 LONGEST_FIRST = (
     "test_failover", "test_fault_injection", "test_demo", "test_hostile_input", "test_partition",
     "test_concurrent_drain", "test_sentinel_failover", "test_calling_hours", "test_batch_jobs",
@@ -141,8 +142,6 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep each module on one worker (``xdist_group``), and start the longest modules first."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """Start the longest modules first."""
     rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))

@@ -9,7 +9,7 @@ from devstack.stack import Stack
 from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import seed
 
-STUDENTS = 2000
+STUDENTS = 1_000
 
 
 def test_every_student_is_assigned_exactly_once_under_32_racing_callers(

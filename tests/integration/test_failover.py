@@ -3,7 +3,7 @@
 One 3-member replica set (the same mongod binary, loopback ports) with its
 own redis-server and worker pools serves every scenario of this module; each
 scenario uses its own call session. In each, 32 callers (two processes of 16
-threads, each with its own producer client) work through 2,000 students while
+threads, each with its own producer client) work through 1,200 students while
 the fault happens, and the audit then replays every student's history:
 
 * no student held by two assistants at once, nor completed twice;

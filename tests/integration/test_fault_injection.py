@@ -1,8 +1,9 @@
 """No student lost or doubled while workers die and Redis and MongoDB restart.
 
 64 callers (two processes of 32 threads, each with its own producer client)
-work through 5,000 students while, in turn, a worker child is SIGKILLed every
-two seconds, redis-server is stopped and started again, and mongod is stopped
+spending 0.8 s on each call work through 2,400 students (for about 40 s, longer
+than the faults take, on a fast machine too) while, in turn, a worker child is
+SIGKILLed every two seconds, redis-server is stopped and started again, and mongod is stopped
 and started again on the same data directory. Then 32 callers pressing "save
 and next" (``complete_and_next``: one request records a call and claims the
 next student) drain 2,000 students while a worker child is SIGKILLed every
@@ -31,7 +32,8 @@ from devstack.stack import ServersStack, StackOptions
 from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import poll, seed
 
-STUDENTS = 5_000
+STUDENTS = 2_400
+CALL_SECONDS = 0.8
 KILLS = 6
 ONE_TRIP_STUDENTS = 2_000
 ONE_TRIP_KILL_EVERY_SECONDS = 1.0
@@ -114,7 +116,7 @@ def test_no_student_is_lost_or_doubled_through_kills_and_restarts(faulty: Faulty
     logs: list[AssistantLog] = []
     callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
         settings, session_id, processes=2, threads_each=32,
-        behaviour=Behaviour(call_seconds=0.02, timeout_seconds=8))))
+        behaviour=Behaviour(call_seconds=CALL_SECONDS, timeout_seconds=8))))
     timeline: list[str] = []
     killed: list[int] = []
 

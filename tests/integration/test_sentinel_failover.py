@@ -4,7 +4,7 @@ A Redis master, one replica and three sentinels (``devstack.sentinel``, short
 ``down-after-milliseconds``) with a mongod, worker pools, beat, Flower and the
 metrics exporter of this module's own, every component on ``sentinel://``
 URLs. 32 callers (two processes of 16 threads, each with its own producer
-client) work through 2,000 students; when a quarter of them are completed the
+client) work through 1,200 students; when a quarter of them are completed the
 Redis master is SIGKILLed and stays dead while the sentinels promote the
 replica. Afterwards:
 
@@ -44,7 +44,7 @@ from callqueue.producers.client import AssignmentClient
 from tests.integration.helpers import assert_nothing_lost_or_doubled, beat_job_succeeded, poll
 from callqueue.workers.app import ASSIGNMENTS_QUEUE
 
-STUDENTS = 2_000
+STUDENTS = 1_200
 CALLERS = 32
 CLIENT_TIMEOUT_SECONDS = 8.0
 ASSIGN_TASK = "callqueue.assign_next_student"
@@ -99,7 +99,7 @@ def exporter(sentinel_stack: SentinelStack, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="module")
 def observed(sentinel_stack: SentinelStack, exporter: str) -> Observed:
-    """Run the scenario once for every test of this module: 32 callers, 2,000 students, one master SIGKILLed."""
+    """Run the scenario once for every test of this module: 32 callers, 1,200 students, one master SIGKILLed."""
     assert sentinel_stack.stack is not None
     worker_pids = [worker.process.pid for worker in sentinel_stack.stack.workers]
     session_id = f"sentinel-{uuid.uuid4().hex[:8]}"

@@ -234,6 +234,21 @@ class ReplicaSet:
 
         wait_until(written, timeout_seconds, f"writes no frozen member can have on port {member.port}")
 
+    def states(self) -> list[str]:
+        """Each member's own view, for a timeline: its state, its sync source and its newest oplog time."""
+        seen = []
+        for member in self.members:
+            try:
+                with _direct(member, timeout_ms=2000) as client:
+                    status = client.admin.command("replSetGetStatus")
+                mine = next(entry for entry in status["members"] if entry.get("self"))
+                seen.append(f"port {member.port}: {mine['stateStr']}, syncing from "
+                            f"{mine.get('syncSourceHost') or 'nobody'}, newest {mine['optime']['ts']} "
+                            f"of term {mine['optime'].get('t')}")
+            except (PyMongoError, StopIteration, KeyError) as exc:
+                seen.append(f"port {member.port}: no answer ({type(exc).__name__})")
+        return seen
+
     def term(self) -> int:
         """The set's election term as the first answering member reports it: it grows by one per election."""
         for member in self.members:

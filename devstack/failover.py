@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -272,9 +273,10 @@ def forced_rollback(unreplicated_seconds: float = 3.0) -> Scenario:
         window = FaultWindow("rollback", timeline.note("SIGSTOP both secondaries"))
         for member in secondaries:
             replica_set.freeze(member)
+        frozen_wall = datetime.now(timezone.utc).replace(tzinfo=None)
         frozen_at = replica_set.oplog_position(old)
         time.sleep(unreplicated_seconds)
-        replica_set.wait_for_writes_only_it_has(old, frozen_at)
+        replica_set.wait_for_writes_only_it_has(old, frozen_at, frozen_wall)
         replica_set.freeze(old)
         timeline.note(f"SIGSTOP primary on port {old.port} with writes no majority has")
         for member in secondaries:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import signal
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from devstack.servers import STARTUP_TIMEOUT_SECONDS, MongoServer
 DEFAULT_ELECTION_TIMEOUT_MS = 10_000
 # Oplog entries that insert, update or delete documents of an application's database.
 APPLICATION_WRITES = {"op": {"$in": ["i", "u", "d"]}, "ns": {"$not": re.compile(r"^(admin|config|local)\.")}}
-# Longer than the primary takes to fill the batch it answers a waiting getMore with.
-ANSWERED_BATCH_SECONDS = 1.0
+# How long after a waiting getMore's await time ends its answer may still be written.
+ANSWER_MARGIN_MS = 1000
 # Secondaries fetch the oplog with one getMore at a time instead of a stream the primary pushes:
 # a frozen secondary then receives nothing (a streamed batch would wait in its socket buffer and be
 # applied on thaw). The forced-rollback scenario needs writes that truly never left the primary.
@@ -214,23 +214,24 @@ class ReplicaSet:
             raise StartupError(f"the oplog on port {member.port} is empty")
         return newest["ts"]
 
-    def wait_for_writes_only_it_has(self, member: MongoServer, frozen_at: Timestamp,
+    def wait_for_writes_only_it_has(self, member: MongoServer, frozen_at: Timestamp, frozen_wall: datetime,
                                     timeout_seconds: float = 30.0) -> None:
         """Block until ``member`` has written application data that members frozen at ``frozen_at`` cannot have.
 
         A frozen secondary may still receive one batch: the answer to the getMore
-        it had waiting on the primary, which the first writes after the freeze
-        complete, and which waits in its socket buffer to be applied on thaw. A
-        write made ``ANSWERED_BATCH_SECONDS`` after the first of them is in no
-        batch a frozen member can get.
+        it had waiting on the primary. The primary answers it with what its oplog
+        holds at that moment, which is at the latest when the getMore's await
+        time ends: half the election timeout. A write made after that (plus a
+        second) is in no batch a frozen member can get; the primary steps down
+        once it has heard from no majority for a whole election timeout, so it
+        has half of one to make such a write.
         """
+        after = frozen_wall + timedelta(milliseconds=self.election_timeout_ms / 2 + ANSWER_MARGIN_MS)
+
         def written() -> bool:
             with _direct(member, timeout_ms=2000) as client:
-                oplog = client.local["oplog.rs"]
-                first = oplog.find_one({**APPLICATION_WRITES, "ts": {"$gt": frozen_at}}, sort=[("$natural", 1)])
-                return first is not None and oplog.find_one(
-                    {**APPLICATION_WRITES, "ts": {"$gt": first["ts"]},
-                     "wall": {"$gt": first["wall"] + timedelta(seconds=ANSWERED_BATCH_SECONDS)}}) is not None
+                return client.local["oplog.rs"].find_one(
+                    {**APPLICATION_WRITES, "ts": {"$gt": frozen_at}, "wall": {"$gt": after}}) is not None
 
         wait_until(written, timeout_seconds, f"writes no frozen member can have on port {member.port}")
 

@@ -47,11 +47,11 @@ def failover(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str
 def pulled_failover(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]) -> Iterator[FailoverStack]:
     """A replica set of its own whose secondaries pull the oplog (see ``PULLED_REPLICATION``).
 
-    It keeps MongoDB's default election timeout: a primary that hears from no
-    secondary steps down after it, and the writes that only it has must land
-    before that, while its workers' first claims wait out their operation
-    timeout (measured with ``TEST_ELECTION_TIMEOUT_MS``: in 1 run of 4 the
-    primary stepped down 2.5 s after the freeze, with only the first claims written).
+    It keeps MongoDB's default election timeout (10 s). After the secondaries
+    are frozen, a claim is surely the primary's alone only once the getMore a
+    secondary had waiting was answered, which takes up to half the election
+    timeout; the primary steps down after a whole one. With 4 s the primary
+    stepped down 2.5 s after the freeze, in 1 run of 4, with no such claim.
     """
     workdir = tmp_path_factory.mktemp("pulled")
     with ReplicaSet(workdir, member_args=PULLED_REPLICATION) as replica_set, \

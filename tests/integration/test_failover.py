@@ -3,7 +3,7 @@
 One 3-member replica set (the same mongod binary, loopback ports) with its
 own redis-server and worker pools serves every scenario of this module; each
 scenario uses its own call session. In each, 32 callers (two processes of 16
-threads, each with its own producer client) work through 1,200 students while
+threads, each with its own producer client, calls of 0.8 s on average) work through 1,200 students while
 the fault happens, and the audit then replays every student's history:
 
 * no student held by two assistants at once, nor completed twice;
@@ -23,6 +23,7 @@ from typing import Iterator
 
 import pytest
 
+from devstack.assistants import Behaviour
 from devstack.replicaset import PULLED_REPLICATION, ReplicaSet
 from devstack.failover import (
     FailoverRun, FailoverStack, Scenario, forced_rollback, freeze, kill_and_restart, run_scenario, step_downs,
@@ -31,6 +32,9 @@ from tests.integration.helpers import assert_nothing_lost_or_doubled
 
 STUDENTS = 1_200
 CALLERS = 32
+# A call lasts up to 1.6 s (0.8 s on average), so 32 callers need at least 30 s for 1,200 students however
+# fast the presses are: longer than every fault here (the freeze is over after 23 s).
+CALL_SECONDS = 1.6
 CLIENT_TIMEOUT_SECONDS = 8.0
 
 pytestmark = pytest.mark.slow
@@ -60,7 +64,8 @@ def pulled_failover(tmp_path_factory: pytest.TempPathFactory, server_env: dict[s
 
 
 def drain_through(failover: FailoverStack, name: str, scenario: Scenario) -> FailoverRun:
-    run = run_scenario(failover, name, scenario, f"failover-{name}-{uuid.uuid4().hex[:8]}", students=STUDENTS)
+    run = run_scenario(failover, name, scenario, f"failover-{name}-{uuid.uuid4().hex[:8]}", students=STUDENTS,
+                       behaviour=Behaviour(call_seconds=CALL_SECONDS, timeout_seconds=CLIENT_TIMEOUT_SECONDS))
     print(f"\n{name}: longest press {run.longest_press:.2f}s, p99 {run.percentile(0.99):.2f}s, "
           f"{len(run.presses)} presses in {run.seconds:.0f}s\n" + "\n".join(run.timeline.lines()))
     return run

@@ -2,7 +2,7 @@
 
 Two test hosts (network namespaces on a bridge, see ``devstack.netns``) each
 run an ``assignments`` worker; the three-member replica set, Redis and the
-batch worker run in the root namespace. 32 callers work through 1,500
+batch worker run in the root namespace. 32 callers work through 2,000
 students while host A's packets to and from the primary's port are dropped
 for 15 seconds (its connections hang, as in a real partition; it still reaches
 Redis and the secondaries), then let through again.
@@ -40,7 +40,7 @@ from callqueue.workers.store import STUDENTS as STUDENTS_COLLECTION
 
 pytestmark = pytest.mark.slow
 
-STUDENTS = 1_500
+STUDENTS = 2_000
 CALLER_PROCESSES, CALLER_THREADS = 2, 16
 CLIENT_TIMEOUT_SECONDS = 8.0
 PRESS_BOUND_SECONDS = 2 * CLIENT_TIMEOUT_SECONDS

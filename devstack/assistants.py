@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -233,4 +234,16 @@ def run_in_processes(settings: Settings, session_id: str, processes: int, thread
     with context.Pool(processes) as pool:
         results = pool.starmap(run_assistants, [(settings, session_id, ids, behaviour) for ids in groups])
     return [log for group in results for log in group]
+
+
+def run_in_background(settings: Settings, session_id: str, processes: int, threads_each: int,
+                      behaviour: Behaviour) -> tuple[threading.Thread, list[AssistantLog]]:
+    """``run_in_processes`` on a thread of its own, already started, while the caller injects faults: the
+    thread (alive while any assistant works) and the list that holds every assistant's log once it ends."""
+    logs: list[AssistantLog] = []
+    callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
+        settings, session_id, processes=processes, threads_each=threads_each, behaviour=behaviour)),
+        name="callers")
+    callers.start()
+    return callers, logs
 

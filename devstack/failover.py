@@ -9,7 +9,6 @@ and ``run_scenario`` returns what the callers saw and what the audit found.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,7 +20,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from callqueue.config import Settings
-from devstack.assistants import AssistantLog, Behaviour, run_in_processes
+from devstack.assistants import AssistantLog, Behaviour, run_in_background
 from devstack.audit import AuditReport, Handout, audit_session
 from devstack.replicaset import DEFAULT_ELECTION_TIMEOUT_MS, ReplicaSet
 from devstack.servers import MongoServer, RedisServer
@@ -154,11 +153,8 @@ def run_scenario(failover: FailoverStack, name: str, scenario: Scenario, session
     settings = failover.settings
     seed_students(settings, session_id, students)
     behaviour = behaviour or Behaviour(call_seconds=0.02, timeout_seconds=8)
-    logs: list[AssistantLog] = []
-    callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
-        settings, session_id, processes=processes, threads_each=threads_each, behaviour=behaviour)))
     timeline = Timeline()
-    callers.start()
+    callers, logs = run_in_background(settings, session_id, processes, threads_each, behaviour)
     windows = scenario(failover.replica_set, timeline)
     outlived = callers.is_alive()
     timeline.note(f"faults over; callers still running: {outlived}")

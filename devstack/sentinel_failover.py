@@ -19,7 +19,7 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from devstack.assistants import AssistantLog, Behaviour, run_in_processes
+from devstack.assistants import Behaviour, run_in_background
 from devstack.audit import AuditReport, audit_session
 from devstack.failover import FailoverRun, FaultWindow, Timeline, seed_students
 from devstack.processes import StartupError
@@ -62,11 +62,8 @@ def run_master_kill(stack: SentinelStack, session_id: str, students: int = 2000,
     settings = stack.settings
     seed_students(settings, session_id, students)
     behaviour = behaviour or Behaviour(call_seconds=0.02, timeout_seconds=8)
-    logs: list[AssistantLog] = []
-    callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
-        settings, session_id, processes=processes, threads_each=threads_each, behaviour=behaviour)))
     timeline = Timeline()
-    callers.start()
+    callers, logs = run_in_background(settings, session_id, processes, threads_each, behaviour)
     with MongoClient(settings.mongo_url) as mongo:
         students_collection = mongo[settings.mongo_db][STUDENTS]
         wait_for_completed(students_collection, session_id, int(kill_at_completed * students), callers)

@@ -25,7 +25,7 @@ from typing import Iterator
 import pytest
 from pymongo import MongoClient
 
-from devstack.assistants import AssistantLog, Behaviour, run_in_processes
+from devstack.assistants import Behaviour, run_in_background
 from devstack.audit import CompletionAnswer, Handout, audit_session
 from devstack.servers import MongoServer, RedisServer
 from devstack.stack import ServersStack, StackOptions
@@ -113,14 +113,11 @@ def test_no_student_is_lost_or_doubled_through_kills_and_restarts(faulty: Faulty
     with AssignmentClient(settings, timeout_seconds=30) as client:
         seed(client, session_id, STUDENTS)
     worker_pids = [worker.process.pid for worker in faulty.stack.workers]
-    logs: list[AssistantLog] = []
-    callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
-        settings, session_id, processes=2, threads_each=32,
-        behaviour=Behaviour(call_seconds=CALL_SECONDS, timeout_seconds=8))))
     timeline: list[str] = []
     killed: list[int] = []
 
-    callers.start()
+    callers, logs = run_in_background(settings, session_id, processes=2, threads_each=32,
+                                      behaviour=Behaviour(call_seconds=CALL_SECONDS, timeout_seconds=8))
     inject_faults(faulty, callers, timeline, killed)
     callers.join(timeout=600)
 
@@ -178,14 +175,11 @@ def test_one_trip_presses_lose_and_double_nothing_through_kills_every_second_and
         seed(client, session_id, ONE_TRIP_STUDENTS)
     worker = faulty.stack.workers[0]
     log_offset = worker.process.log_path.stat().st_size
-    logs: list[AssistantLog] = []
-    callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
-        settings, session_id, processes=2, threads_each=16,
-        behaviour=Behaviour(call_seconds=0.01, timeout_seconds=8, one_trip=True))))
     timeline: list[str] = []
     killed: list[int] = []
 
-    callers.start()
+    callers, logs = run_in_background(settings, session_id, processes=2, threads_each=16,
+                                      behaviour=Behaviour(call_seconds=0.01, timeout_seconds=8, one_trip=True))
     kill_every_second_and_restart_the_broker_once(faulty, callers, timeline, killed)
     callers.join(timeout=120)
 

@@ -30,7 +30,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from devstack import netns
-from devstack.assistants import AssistantLog, Behaviour, run_in_processes
+from devstack.assistants import AssistantLog, Behaviour, run_in_background
 from devstack.audit import audit_session
 from devstack.netns import TestHosts
 from devstack.partition import PartitionStack, claim_times
@@ -147,14 +147,11 @@ def test_a_worker_host_cut_off_from_the_primary_holds_nobody_and_doubles_nothing
     with AssignmentClient(settings, timeout_seconds=30) as client:
         seed(client, SESSION_ID, STUDENTS)
     worker_pids = {host: worker.process.pid for host, worker in partitioned.workers.items()}
-    logs: list[AssistantLog] = []
-    callers = threading.Thread(target=lambda: logs.extend(run_in_processes(
-        settings, SESSION_ID, processes=CALLER_PROCESSES, threads_each=CALLER_THREADS,
-        behaviour=Behaviour(call_seconds=0.6, timeout_seconds=CLIENT_TIMEOUT_SECONDS))))
-
     with MongoClient(settings.mongo_url, tz_aware=True) as mongo:
         database = mongo[settings.mongo_db]
-        callers.start()
+        callers, logs = run_in_background(
+            settings, SESSION_ID, processes=CALLER_PROCESSES, threads_each=CALLER_THREADS,
+            behaviour=Behaviour(call_seconds=0.6, timeout_seconds=CLIENT_TIMEOUT_SECONDS))
         wait_for_claims(database, STUDENTS // 10)
         window = cut_primary_off(partitioned, callers)
         callers.join(timeout=600)
